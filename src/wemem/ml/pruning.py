@@ -1,0 +1,233 @@
+"""Iterative magnitude pruning with fixed masks (SPEC §6).
+
+Design, and why:
+
+- *torch's pruning methods pick the weights*: every step calls ``torch.nn.utils.prune``
+  (``l1_unstructured`` or ``ln_structured(n=1|2, dim=0)``, i.e. whole output rows of a linear
+  layer / output channels of a convolution) on the model's ``prunable_modules``.
+- *cumulative targets, absolute counts*: torch applies a step's ``amount`` to the weights that
+  are still unpruned (SPEC §6), so each step first re-installs the previous mask with
+  ``prune.custom_from_mask`` and then asks for the *increment* as an absolute count,
+  ``round(target · units) − already pruned`` (units = weights, or rows/channels for the
+  structured methods). Every layer therefore lands on the schedule's cumulative target up to
+  one unit of rounding.
+- *real zeros, plain masks*: after each step the reparametrisation is removed
+  (``prune.remove``), so weights hold real zeros and no forward pre-hooks remain (Opacus refuses
+  modules that carry them). The masks live in a plain ``{module name: bool tensor}`` dict on
+  the weights' device; a new mask is the old mask AND the step mask, so pruned weights never
+  come back. Fine-tuning strategies re-apply the masks after every optimiser step (Adam
+  momentum and DP-SGD noise would refill the zeros otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from wemem.ml.models import prunable_modules
+
+__all__ = [
+    "PRUNING_METHODS",
+    "sparsity_schedule",
+    "full_masks",
+    "masks_from_zeros",
+    "prune_step",
+    "apply_masks",
+    "layer_sparsity",
+    "global_sparsity",
+    "mask_sparsity",
+    "iterative_prune",
+]
+
+PRUNING_METHODS = ("l1_unstructured", "l1_structured", "l2_structured")
+
+Masks = dict[str, torch.Tensor]
+
+
+def _check_method(method: str) -> str:
+    if method not in PRUNING_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; choose one of {list(PRUNING_METHODS)}")
+    return method
+
+
+def _check_sparsity(name: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}={value} is not a sparsity; it must lie in [0, 1)")
+    return value
+
+
+def sparsity_schedule(final_sparsity: float, n_iter: int) -> list[float]:
+    """Cumulative sparsity of each pruning iteration: ``1 − (1 − s)^(k / (n_iter − 1))``.
+
+    Iteration 0 has sparsity 0 (plain fine-tuning) and the last one reaches ``final_sparsity``.
+    ``n_iter = 1`` is a single step straight to ``final_sparsity``.
+
+    >>> [round(v, 4) for v in sparsity_schedule(0.6, 5)]
+    [0.0, 0.2047, 0.3675, 0.497, 0.6]
+    """
+    s = _check_sparsity("final_sparsity", final_sparsity)
+    if int(n_iter) != n_iter or n_iter < 1:
+        raise ValueError(f"n_iter={n_iter} must be a positive integer (SPEC: 5)")
+    n_iter = int(n_iter)
+    if n_iter == 1:
+        return [s]
+    return [1.0 - (1.0 - s) ** (k / (n_iter - 1)) for k in range(n_iter)]
+
+
+def full_masks(model: nn.Module) -> Masks:
+    """All-True masks (nothing pruned) for every prunable module, on the weights' device."""
+    return {
+        name: torch.ones_like(module.weight, dtype=torch.bool) for name, module in prunable_modules(model)
+    }
+
+
+def masks_from_zeros(model: nn.Module) -> Masks:
+    """Masks that keep exactly the non-zero weights (e.g. to resume from a pruned checkpoint)."""
+    return {name: module.weight.detach() != 0 for name, module in prunable_modules(model)}
+
+
+def _units(weight: torch.Tensor, structured: bool) -> int:
+    return int(weight.shape[0]) if structured else int(weight.numel())
+
+
+def _pruned_units(mask: torch.Tensor, structured: bool) -> int:
+    if structured:
+        return int((~mask.reshape(mask.shape[0], -1).any(dim=1)).sum().item())
+    return int((~mask).sum().item())
+
+
+def prune_step(model: nn.Module, masks: Masks | None, method: str, target: float) -> Masks:
+    """Prunes every prunable layer to the cumulative sparsity ``target``.
+
+    Args:
+        model: the network; its prunable weights are zeroed in place where pruned.
+        masks: the current masks (``None``: nothing pruned yet). Pruned weights stay pruned.
+        method: one of :data:`PRUNING_METHODS`.
+        target: cumulative fraction of each layer's weights (unstructured) or output
+            rows/channels (structured) that is pruned after this step.
+
+    Returns:
+        The new masks ``{module name: bool tensor}`` (old mask AND this step's mask).
+    """
+    _check_method(method)
+    target = _check_sparsity("target", target)
+    masks = dict(masks) if masks is not None else full_masks(model)
+    structured = method != "l1_unstructured"
+    new_masks: Masks = {}
+    for name, module in prunable_modules(model):
+        weight = module.weight
+        old = masks.get(name)
+        if old is None:
+            old = torch.ones_like(weight, dtype=torch.bool)
+        old = old.to(device=weight.device, dtype=torch.bool)
+        if old.shape != weight.shape:
+            raise ValueError(f"mask of {name} has shape {tuple(old.shape)}, its weight {tuple(weight.shape)}")
+        units = _units(weight, structured)
+        increment = int(round(target * units)) - _pruned_units(old, structured)
+        if increment <= 0:
+            new_masks[name] = old
+            continue
+        # re-install the old mask so torch computes the new one on the still-unpruned part
+        prune.custom_from_mask(module, "weight", old)
+        if method == "l1_unstructured":
+            prune.l1_unstructured(module, "weight", amount=increment)
+        else:
+            prune.ln_structured(module, "weight", amount=increment, n=1 if method == "l1_structured" else 2, dim=0)
+        step_mask = module.weight_mask.detach().to(torch.bool)
+        prune.remove(module, "weight")  # weights now hold real zeros, no hooks left
+        new_masks[name] = old & step_mask
+    apply_masks(model, new_masks)
+    return new_masks
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Masks | None) -> None:
+    """Zeroes the masked-out weights of ``model`` in place (no autograd)."""
+    if not masks:
+        return
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        modules[name].weight.mul_(mask)
+
+
+@torch.no_grad()
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of exact zeros in each prunable weight."""
+    return {
+        name: float((module.weight == 0).float().mean().item()) for name, module in prunable_modules(model)
+    }
+
+
+@torch.no_grad()
+def global_sparsity(model: nn.Module) -> float:
+    """Fraction of exact zeros over all prunable weights together."""
+    zeros, total = 0, 0
+    for _, module in prunable_modules(model):
+        zeros += int((module.weight == 0).sum().item())
+        total += module.weight.numel()
+    return zeros / total if total else 0.0
+
+
+def mask_sparsity(masks: Masks) -> dict[str, float]:
+    """Fraction of masked-out entries in each mask."""
+    return {name: float((~m).float().mean().item()) for name, m in masks.items()}
+
+
+def iterative_prune(
+    model: nn.Module,
+    *,
+    method: str,
+    final_sparsity: float,
+    n_iter: int,
+    one_shot: bool = False,
+    finetune: Callable[[nn.Module, int, Masks], Any],
+    masks: Masks | None = None,
+) -> list[dict[str, Any]]:
+    """Prune-then-fine-tune for every iteration of the schedule (SPEC §6).
+
+    Args:
+        model: the trained network, pruned in place.
+        method: one of :data:`PRUNING_METHODS`.
+        final_sparsity: sparsity of the last iteration.
+        n_iter: number of iterations (iteration 0 is plain fine-tuning).
+        one_shot: a single step straight to ``final_sparsity`` followed by one fine-tuning.
+        finetune: ``finetune(model, iteration, masks)`` trains the model while keeping the
+            masks fixed and returns a :class:`~wemem.ml.train.FitResult` (or ``None``).
+        masks: masks to start from (default: nothing pruned).
+
+    Returns:
+        One record per iteration: ``iteration``, ``target_sparsity``, ``layer_sparsity``
+        (achieved, per layer, after fine-tuning), ``global_sparsity``, ``history``,
+        ``best_epoch``, ``best_dev_acc``, ``epochs_run``, ``summary`` (the strategy's) and
+        ``seconds`` (pruning plus fine-tuning wall time).
+    """
+    _check_method(method)
+    schedule = [_check_sparsity("final_sparsity", final_sparsity)] if one_shot else sparsity_schedule(final_sparsity, n_iter)
+    masks = dict(masks) if masks is not None else full_masks(model)
+    records: list[dict[str, Any]] = []
+    for k, target in enumerate(schedule):
+        start = time.perf_counter()
+        masks = prune_step(model, masks, method, target)
+        result = finetune(model, k, masks)
+        apply_masks(model, masks)  # the kept checkpoint was masked already; this makes it certain
+        records.append(
+            {
+                "iteration": k,
+                "target_sparsity": float(target),
+                "layer_sparsity": layer_sparsity(model),
+                "global_sparsity": global_sparsity(model),
+                "history": list(getattr(result, "history", []) or []),
+                "best_epoch": getattr(result, "best_epoch", None),
+                "best_dev_acc": getattr(result, "best_dev_acc", None),
+                "epochs_run": getattr(result, "epochs_run", None),
+                "summary": dict(getattr(result, "extra", {}) or {}),
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    return records
