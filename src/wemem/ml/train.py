@@ -172,6 +172,9 @@ class Strategy:
         """Settings and measurements to record with the run (e.g. ε for DP-SGD)."""
         return {}
 
+    def close(self) -> None:
+        """Called once when training ends, also on error (e.g. to remove hooks)."""
+
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096, amp: bool = True) -> torch.Tensor:
@@ -239,14 +242,34 @@ def fit(
     torch.manual_seed(cfg.seed)
     module = strategy.bind(model, x, y, cfg, generator)
 
+    start = time.perf_counter()
+    try:
+        history, best_epoch, best_acc, epoch = _epochs(module, model, x, y, dev, test, cfg, strategy, device)
+    finally:
+        strategy.close()
+    seconds = time.perf_counter() - start
+    log.debug("%s: %d epochs, best dev acc %.4f at epoch %d, %.1fs", cfg.desc, len(history), best_acc, best_epoch, seconds)
+    return FitResult(
+        best_epoch=best_epoch,
+        best_dev_acc=float(best_acc),
+        epochs_run=len(history),
+        seconds=seconds,
+        history=history,
+        extra=strategy.summary(),
+    )
+
+
+def _epochs(module, model, x, y, dev, test, cfg, strategy, device):
+    """The epoch loop of :func:`fit`; returns (history, best epoch, best dev acc, last epoch)."""
     best_state, best_acc, best_epoch, bad = None, -1.0, -1, 0
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
     bar = tqdm(range(cfg.epochs), desc=cfg.desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
     epoch = -1
     for epoch in bar:
         module.train()
         order = strategy.epoch_indices(epoch, x.shape[0])
+        if order.numel() == 0:  # e.g. sliding windows past the end of every class
+            break
         total = torch.zeros((), device=device)
         steps = 0
         for b in range(0, order.numel(), cfg.batch_size):
@@ -281,16 +304,7 @@ def fit(
     else:
         best_epoch = epoch
         best_acc = history[-1].get("dev_acc", float("nan")) if history else float("nan")
-    seconds = time.perf_counter() - start
-    log.debug("%s: %d epochs, best dev acc %.4f at epoch %d, %.1fs", cfg.desc, epoch + 1, best_acc, best_epoch, seconds)
-    return FitResult(
-        best_epoch=best_epoch,
-        best_dev_acc=float(best_acc),
-        epochs_run=epoch + 1,
-        seconds=seconds,
-        history=history,
-        extra=strategy.summary(),
-    )
+    return history, best_epoch, best_acc, epoch
 
 
 def clone_model(model: nn.Module) -> nn.Module:
