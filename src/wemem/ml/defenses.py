@@ -741,6 +741,14 @@ def _setting_names(cls: type) -> tuple[list[str], list[str]]:
     return [p.name for p in params], [p.name for p in params if p.default is inspect.Parameter.empty]
 
 
+def setting_names(name: str) -> tuple[list[str], list[str]]:
+    """(all settings, required settings) of the defense called ``name``."""
+    key = str(name).lower()
+    if key not in DEFENSES:
+        raise ValueError(f"unknown defense {name!r}; choose one of {sorted(DEFENSES)}")
+    return _setting_names(DEFENSES[key])
+
+
 def build_strategy(
     name: str,
     settings: dict[str, Any] | None = None,

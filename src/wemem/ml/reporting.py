@@ -1,0 +1,171 @@
+"""Tables and plots of a run: score distributions, the defense comparison, ROC curves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: plots are files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "plot_score_distribution",
+    "comparison_row",
+    "comparison_table",
+    "comparison_markdown",
+    "time_cost_table",
+    "plot_privacy_utility",
+    "plot_roc_curves",
+]
+
+ATTACK_LABELS = {
+    "conf": "Conf", "entr": "Entr", "mentr": "Mentr", "hconf": "Hconf", "nn": "NN",
+    "top3_nn": "Top3-NN", "ci_nn": "CI-NN", "samia": "SAMIA", "lira": "LiRA", "rmia": "RMIA",
+}
+
+
+def plot_score_distribution(table: pd.DataFrame, title: str = "memorisation scores") -> Figure:
+    """Histogram of the normalised scores overall and a box per class."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2]})
+    ax1.hist(table["score"], bins=40, color="#3b6ea5")
+    ax1.set_xlabel("normalised mem-score")
+    ax1.set_ylabel("samples")
+    ax1.set_title("overall")
+    classes = sorted(table["label"].unique())
+    ax2.boxplot([table.loc[table["label"] == c, "score"] for c in classes], showfliers=False)
+    ax2.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes], fontsize=7)
+    ax2.set_xlabel("class")
+    ax2.set_ylabel("normalised mem-score")
+    ax2.set_title("per class")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One row of the comparison table from one combination's attack results."""
+    row = {
+        "dataset": result["dataset"],
+        "model": result["model"],
+        "pruning_method": result.get("method") or "none",
+        "sparsity": result.get("sparsity") if result.get("sparsity") is not None else 0.0,
+        "defense": result["variant"],
+        "status": result.get("status", "ok"),
+        "test_acc": result.get("test_acc", np.nan),
+        "train_acc": result.get("train_acc", np.nan),
+    }
+    metrics = result.get("attacks", {})
+    for name, m in metrics.items():
+        row[f"{name}_acc"] = m["balanced_acc"]
+        row[f"{name}_auc"] = m["auc"]
+        row[f"{name}_tpr_at_1fpr"] = m["tpr_at_1fpr"]
+        row[f"{name}_tpr_at_0.1fpr"] = m["tpr_at_0.1fpr"]
+    accs = {name: m["balanced_acc"] for name, m in metrics.items()}
+    row["max_attack_acc"] = max(accs.values()) if accs else np.nan
+    row["strongest_attack"] = max(accs, key=accs.get) if accs else ""
+    metric_accs = [accs[a] for a in ("conf", "entr", "mentr", "hconf") if a in accs]
+    row["max_metric_attack_acc"] = max(metric_accs) if metric_accs else np.nan
+    row["finetune_seconds"] = result.get("finetune_seconds", np.nan)
+    row["final_sparsity"] = result.get("final_sparsity", np.nan)
+    row["epsilon"] = result.get("epsilon", np.nan)
+    row["settings"] = result.get("settings_text", "")
+    if result.get("error"):
+        row["error"] = result["error"]
+    return row
+
+
+def comparison_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (dataset, model, pruning method, sparsity, defense), reference rows first."""
+    rows = [comparison_row(r) for r in results]
+    table = pd.DataFrame(rows)
+    order = {"unpruned": 0, "one_shot": 1}
+    table["_o"] = table["defense"].map(lambda d: order.get(d, 2))
+    table = table.sort_values(["dataset", "model", "_o", "pruning_method", "sparsity"], kind="stable")
+    return table.drop(columns="_o").reset_index(drop=True)
+
+
+def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
+    """The table laid out like the paper's: test accuracy, then each attack's accuracy (%)."""
+    head = ["Data & Model", "Pruning", "Defense", "Test Acc (%)"] + [ATTACK_LABELS.get(a, a) for a in attacks] + ["Max", "FT time (s)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pct(v: Any) -> str:
+        return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * float(v):.2f}"
+
+    for _, r in table.iterrows():
+        pruning = "—" if r["pruning_method"] == "none" else f"{r['pruning_method']} @ {float(r['sparsity']):.0%}"
+        defense = r["defense"] if r.get("status", "ok") == "ok" else f"{r['defense']} (FAILED)"
+        cells = [f"{r['dataset']} {r['model']}", pruning, defense, pct(r["test_acc"])]
+        cells += [pct(r.get(f"{a}_acc")) for a in attacks]
+        ft = r.get("finetune_seconds")
+        cells += [pct(r["max_attack_acc"]), "—" if ft is None or np.isnan(ft) else f"{ft:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("\nAttack accuracy is balanced accuracy ½(TPR+TNR) on the victim's members vs non-members; "
+            "all attacks are adaptive (calibrated on shadows pruned and defended like the victim).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's time-cost table: victim fine-tuning seconds per defense (pruned rows)."""
+    pruned = table[table["pruning_method"] != "none"]
+    return pruned.pivot_table(
+        index=["dataset", "model", "pruning_method", "sparsity"], columns="defense",
+        values="finetune_seconds", aggfunc="first",
+    ).reset_index()
+
+
+def plot_privacy_utility(table: pd.DataFrame) -> Figure:
+    """Test accuracy against the strongest attack's accuracy, one point per defense."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ok = table[table["status"] == "ok"]
+    for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
+        label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
+        ax.scatter(group["max_attack_acc"], group["test_acc"], label=label, s=40)
+        for _, r in group.iterrows():
+            ax.annotate(r["defense"], (r["max_attack_acc"], r["test_acc"]), fontsize=8,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("strongest attack accuracy (balanced) — lower is more private")
+    ax.set_ylabel("victim test accuracy — higher is more useful")
+    datasets = ", ".join(sorted(ok["dataset"].unique()))
+    ax.set_title(f"privacy–utility trade-off ({datasets})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]]) -> Figure:
+    """Victim ROC curves on log-log axes: one panel per defense, one line per attack.
+
+    Args:
+        curves: ``{defense label: {attack: {"fpr": [...], "tpr": [...]}}}``.
+    """
+    n = max(len(curves), 1)
+    cols = min(4, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    for ax, (label, attacks) in zip(axes.flat, curves.items()):
+        for attack, pts in attacks.items():
+            fpr = np.clip(np.asarray(pts["fpr"], dtype=float), 1e-5, 1)
+            tpr = np.clip(np.asarray(pts["tpr"], dtype=float), 1e-5, 1)
+            ax.plot(fpr, tpr, lw=1, label=ATTACK_LABELS.get(attack, attack))
+        ax.plot([1e-5, 1], [1e-5, 1], color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(1e-4, 1)
+        ax.set_ylim(1e-4, 1)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("FPR")
+        ax.set_ylabel("TPR")
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(10, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

@@ -1,0 +1,24 @@
+"""data_ingestion: raw files → dataset_arrays, dataset_info → splits."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import load_raw_dataset, split_dataset
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                load_raw_dataset,
+                ["params:dataset", "params:datasets", "params:data_ingestion"],
+                ["dataset_arrays", "dataset_info"],
+                name="load_raw_dataset",
+            ),
+            Node(
+                split_dataset,
+                ["dataset_arrays", "dataset_info", "params:data_ingestion.split", "params:seed"],
+                ["splits", "split_sizes"],
+                name="split_dataset",
+            ),
+        ]
+    )

@@ -1,0 +1,45 @@
+"""mia_evaluation: per combination, model outputs → ten adaptive attacks; then the reports."""
+
+from kedro.pipeline import Node, Pipeline
+
+from wemem import structure
+
+from .nodes import build_reports, compute_model_outputs, make_attack_node
+
+SHARED_INPUTS = {"dataset_arrays", "splits", "dataset_info"}
+SHARED_PARAMS = {"params:mia_evaluation", "params:seed", "params:device"}
+
+
+def combo_pipeline(combo: structure.Combo) -> Pipeline:
+    """The namespaced evaluation of one combination (same namespace as its pruning)."""
+    models, log = ("original_models", "training_log") if combo.method is None else ("pruned_models", "finetune_log")
+    inputs = SHARED_INPUTS | ({models, log} if combo.method is None else set())
+    nodes = [
+        Node(
+            compute_model_outputs,
+            [models, "dataset_arrays", "splits", "dataset_info", "params:mia_evaluation", "params:seed", "params:device"],
+            "model_outputs",
+            name="compute_model_outputs",
+        ),
+        Node(
+            make_attack_node(combo),
+            ["model_outputs", log, "dataset_info", "params:mia_evaluation", "params:seed", "params:device"],
+            "attack_results",
+            name="run_membership_attacks",
+        ),
+    ]
+    return Pipeline(nodes, namespace=combo.namespace, inputs=inputs, parameters=SHARED_PARAMS)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    shape = structure.current()
+    combos = [combo_pipeline(c) for c in shape.combos]
+    reports = Pipeline([
+        Node(
+            build_reports,
+            ["params:mia_evaluation", *[f"{c.namespace}.attack_results" for c in shape.combos]],
+            ["defense_comparison", "defense_comparison_md", "time_cost", "privacy_utility_plot", "roc_curves_plot"],
+            name="build_reports",
+        )
+    ])
+    return sum(combos, Pipeline([])) + reports

@@ -1,0 +1,19 @@
+"""ranking: memscores → per-class rankings → window preview."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import preview_windows, rank_memscores
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(rank_memscores, "memscores", "rankings", name="rank_memscores"),
+            Node(
+                preview_windows,
+                ["rankings", "dataset_info", "params:ranking"],
+                "window_preview",
+                name="preview_windows",
+            ),
+        ]
+    )

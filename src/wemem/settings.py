@@ -1,0 +1,19 @@
+"""Project settings (Kedro defaults where not set)."""
+
+# torch is imported here, in the main thread, before any runner starts helper threads or
+# processes: a lazy import of torch from several threads at once fails intermittently
+# (ParallelRunner, Dask workers) with a partially initialised module.
+import torch  # noqa: F401
+
+from wemem.hooks import StructureHook
+
+HOOKS = (StructureHook(),)
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "mlflow": ["mlflow*", "mlflow*/**"],
+    },
+}

@@ -1,0 +1,119 @@
+"""The parts of the pipeline graph that parameters decide.
+
+How many memscore shards exist, whether scores are imported instead of estimated, and which
+(pruning method × sparsity × defense) combinations run are parameters (``conf/``), yet they
+decide which nodes exist. The project hook hands the run's config loader (with ``--env`` and
+``--params`` applied) to this module before Kedro builds the pipelines; without a session
+(e.g. ``kedro registry list``) the project's ``conf/`` is read with ``KEDRO_ENV``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_config_loader: Any = None
+_built_for: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One (pruning method, sparsity, defense variant) cell of the grid."""
+
+    method: str | None
+    sparsity: float | None
+    variant: str
+    one_shot: bool = False
+
+    @property
+    def namespace(self) -> str:
+        if self.method is None:
+            return self.variant
+        return f"{self.method}_s{round(self.sparsity * 100):02d}.{self.variant}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "method": self.method,
+            "sparsity": self.sparsity,
+            "variant": self.variant,
+            "one_shot": self.one_shot,
+        }
+
+
+@dataclass(frozen=True)
+class Structure:
+    n_shards: int
+    import_csv: bool
+    combos: tuple[Combo, ...]
+
+    def key(self) -> tuple:
+        return (self.n_shards, self.import_csv, self.combos)
+
+
+def _conf_source() -> str:
+    cwd_conf = Path.cwd() / "conf"
+    if (cwd_conf / "base").is_dir():
+        return str(cwd_conf)
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def _default_loader():
+    from kedro.config import OmegaConfigLoader
+
+    from wemem import settings as project_settings
+
+    args = dict(project_settings.CONFIG_LOADER_ARGS)
+    return OmegaConfigLoader(conf_source=_conf_source(), env=os.environ.get("KEDRO_ENV"), **args)
+
+
+def set_config_loader(config_loader: Any) -> None:
+    """Called by the project hook once the run's context exists."""
+    global _config_loader
+    _config_loader = config_loader
+    if _built_for is not None and _built_for != current().key():
+        # parameters changed the graph since the pipelines were last built: rebuild them
+        from kedro.framework.project import PACKAGE_NAME, pipelines
+
+        pipelines.configure(f"{PACKAGE_NAME}.pipeline_registry")
+
+
+def mark_built(structure: Structure) -> None:
+    global _built_for
+    _built_for = structure.key()
+
+
+def parameters() -> dict[str, Any]:
+    loader = _config_loader if _config_loader is not None else _default_loader()
+    return loader["parameters"]
+
+
+def combos_from(params: dict[str, Any]) -> tuple[Combo, ...]:
+    """Expands ``pruning_defense.grid`` (+ reference rows) into the combinations to run."""
+    pd_params = params.get("pruning_defense", {})
+    grid = pd_params.get("grid", {})
+    methods = list(grid.get("methods", []))
+    sparsities = [float(s) for s in grid.get("sparsities", [])]
+    defenses = list(grid.get("defenses", []))
+    combos: list[Combo] = []
+    refs = pd_params.get("reference", {})
+    if refs.get("unpruned", True):
+        combos.append(Combo(None, None, "unpruned"))
+    for method in methods:
+        for sparsity in sparsities:
+            if refs.get("one_shot", True):
+                combos.append(Combo(method, sparsity, "one_shot", one_shot=True))
+            combos.extend(Combo(method, sparsity, d) for d in defenses)
+    return tuple(combos)
+
+
+def current() -> Structure:
+    params = parameters()
+    memscore = params.get("memscore", {})
+    return Structure(
+        n_shards=int(memscore.get("n_shards", 1)),
+        import_csv=bool(memscore.get("import_csv")),
+        combos=combos_from(params),
+    )
