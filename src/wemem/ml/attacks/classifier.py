@@ -1,0 +1,206 @@
+"""Classifier attacks trained on pooled shadow in/out: NN, Top3-NN, CI-NN (MLP) and SAMIA
+(a small Transformer over per-class tokens).
+
+Training keeps all data on ``config.device`` as tensors and draws batches by slicing a seeded
+permutation (no DataLoader). Initialisation and dropout are seeded with ``config.seed`` inside
+``torch.random.fork_rng`` so the caller's global RNG state is left untouched. Members and
+non-members are balanced by class weights in the cross-entropy loss.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import AttackConfig, AttackData, AttackResult, ModelOutputs, make_result, pooled_shadows, register
+
+PREDICT_BATCH = 4096
+
+
+# ---------------------------------------------------------------- features
+def _onehot(labels: np.ndarray, c: int) -> np.ndarray:
+    out = np.zeros((labels.shape[0], c), dtype=np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1.0
+    return out
+
+
+def nn_features(out: ModelOutputs) -> np.ndarray:
+    """NN input: the softmax vector."""
+    return np.asarray(out.probs, dtype=np.float32)
+
+
+def top3_features(out: ModelOutputs) -> np.ndarray:
+    """Top3-NN input: the 3 largest probabilities, sorted descending (fewer if C < 3)."""
+    p = np.asarray(out.probs, dtype=np.float32)
+    k = min(3, p.shape[1])
+    return -np.sort(-p, axis=1)[:, :k]
+
+
+def ci_features(out: ModelOutputs) -> np.ndarray:
+    """CI-NN input: softmax ⊕ one-hot label."""
+    p = np.asarray(out.probs, dtype=np.float32)
+    return np.concatenate([p, _onehot(np.asarray(out.labels, dtype=np.int64), p.shape[1])], axis=1)
+
+
+def samia_features(out: ModelOutputs) -> np.ndarray:
+    """SAMIA input, (n, 3·C) laid out as C tokens (p_c, sensitivity_c, 1[y = c])."""
+    if out.sensitivity is None:
+        raise ValueError("SAMIA needs the sensitivity signal (ModelOutputs.sensitivity is None)")
+    p = np.asarray(out.probs, dtype=np.float32)
+    s = np.asarray(out.sensitivity, dtype=np.float32)
+    oh = _onehot(np.asarray(out.labels, dtype=np.int64), p.shape[1])
+    return np.stack([p, s, oh], axis=2).reshape(p.shape[0], -1)
+
+
+# ---------------------------------------------------------------- models
+class AttackMLP(nn.Module):
+    """d → 512 → 256 → 128 → 2, ReLU + Dropout after each hidden layer."""
+
+    def __init__(self, in_dim: int, dropout: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        dims = (in_dim, 512, 256, 128)
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        layers.append(nn.Linear(dims[-1], 2))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SamiaTransformer(nn.Module):
+    """C tokens of size 3 → linear embedding + learned per-class position embedding →
+    TransformerEncoder (pre-LayerNorm, which trained stably under SGD where post-LN sometimes
+    collapsed to a constant output) → mean-pool → linear → 2."""
+
+    def __init__(self, num_classes: int, width: int = 64, layers: int = 3, heads: int = 4,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed = nn.Linear(3, width)
+        self.position = nn.Parameter(torch.randn(num_classes, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            d_model=width, nhead=heads, dim_feedforward=2 * width, dropout=dropout, batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.view(x.shape[0], self.num_classes, 3)
+        h = self.encoder(self.embed(tokens) + self.position)
+        return self.head(h.mean(dim=1))
+
+
+# ---------------------------------------------------------------- training
+def _fork_devices(device: torch.device) -> list:
+    if device.type == "cuda":
+        return [device.index if device.index is not None else torch.cuda.current_device()]
+    return []
+
+
+def fit_attack_model(
+    make_model: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, config: AttackConfig
+) -> nn.Module:
+    """Build ``make_model()`` and train it on features ``x`` (n, d) and member labels ``y``.
+
+    SGD(momentum, weight decay), MultiStepLR ×0.1 at ``config.milestones``, class-weighted
+    cross-entropy, ``config.epochs`` epochs of ``config.batch_size`` batches. Deterministic for a
+    given ``config.seed`` on a given device.
+    """
+    device = torch.device(config.device)
+    with torch.random.fork_rng(devices=_fork_devices(device)):
+        torch.manual_seed(config.seed)
+        model = make_model().to(device)
+        xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
+        yt = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
+        n = yt.shape[0]
+        counts = torch.bincount(yt, minlength=2).to(torch.float32)
+        weight = torch.where(counts > 0, n / (2.0 * counts.clamp(min=1)), torch.zeros_like(counts))
+        loss_fn = nn.CrossEntropyLoss(weight=weight)
+        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=0.1)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(config.seed)
+        model.train()
+        for _ in range(config.epochs):
+            perm = torch.randperm(n, generator=gen, device=device)
+            for i in range(0, n, config.batch_size):
+                idx = perm[i : i + config.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss_fn(model(xt[idx]), yt[idx]).backward()
+                opt.step()
+            sched.step()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_member(model: nn.Module, x: np.ndarray, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Member probability (softmax of class 1, computed in float64 from the logit gap so that it
+    saturates late) and the argmax decision (ties → non-member)."""
+    model.eval()
+    xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=torch.device(device))
+    parts = []
+    for i in range(0, xt.shape[0], PREDICT_BATCH):
+        logits = model(xt[i : i + PREDICT_BATCH])
+        parts.append(logits[:, 1] - logits[:, 0])
+    gaps = torch.cat(parts).double().cpu().numpy()
+    if not np.isfinite(gaps).all():
+        warnings.warn(
+            "attack model produced non-finite outputs (training diverged; lower the attack lr): "
+            "those samples get score 0.5 and are predicted non-members",
+            RuntimeWarning, stacklevel=2,
+        )
+        gaps = np.nan_to_num(gaps, nan=0.0, posinf=0.0, neginf=0.0)
+    return 1.0 / (1.0 + np.exp(-gaps)), gaps > 0
+
+
+def classifier_attack(
+    name: str,
+    data: AttackData,
+    config: AttackConfig,
+    featurize: Callable[[ModelOutputs], np.ndarray],
+    make_model: Callable[[int], nn.Module],
+) -> AttackResult:
+    """Train ``make_model(feature_dim)`` on the pooled shadows' features, score the target."""
+    sh = pooled_shadows(data)
+    x_sh = featurize(sh)
+    model = fit_attack_model(lambda: make_model(x_sh.shape[1]), x_sh, sh.member, config)
+    scores, predictions = predict_member(model, featurize(data.target), config.device)
+    return make_result(name, scores, predictions, data)
+
+
+def _mlp(config: AttackConfig) -> Callable[[int], nn.Module]:
+    return lambda d: AttackMLP(d, dropout=config.dropout)
+
+
+@register("nn")
+def nn_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+    return classifier_attack("nn", data, config, nn_features, _mlp(config))
+
+
+@register("top3_nn")
+def top3_nn_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+    return classifier_attack("top3_nn", data, config, top3_features, _mlp(config))
+
+
+@register("ci_nn")
+def ci_nn_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+    return classifier_attack("ci_nn", data, config, ci_features, _mlp(config))
+
+
+@register("samia")
+def samia_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+    c = int(data.target.probs.shape[1])
+    return classifier_attack(
+        "samia", data, config, samia_features,
+        lambda d: SamiaTransformer(c, width=config.samia_width, layers=config.samia_layers,
+                                   heads=config.samia_heads, dropout=config.dropout),
+    )
