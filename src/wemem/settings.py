@@ -5,9 +5,9 @@
 # (ParallelRunner, Dask workers) with a partially initialised module.
 import torch  # noqa: F401
 
-from wemem.hooks import StructureHook
+from wemem.hooks import MlflowTrackingHook, StructureHook
 
-HOOKS = (StructureHook(),)
+HOOKS = (StructureHook(), MlflowTrackingHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

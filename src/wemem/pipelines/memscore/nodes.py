@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +24,7 @@ from wemem.ml.reporting import plot_score_distribution
 
 log = logging.getLogger(__name__)
 
-_SETTINGS = ("m", "subset_fraction", "epochs", "estimator", "batch_size", "lr", "weight_decay")
+_RUN_FIELDS = {"arch", "seed", "device", "progress"}  # set from the run, not from params:memscore
 
 
 def _pool(arrays: dict[str, np.ndarray], splits: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,8 +33,9 @@ def _pool(arrays: dict[str, np.ndarray], splits: dict[str, np.ndarray]) -> tuple
 
 
 def _config(info: dict[str, Any], memscore: dict[str, Any], seed: int, device: str, progress: bool) -> MemScoreConfig:
+    fields = {f.name for f in dataclasses.fields(MemScoreConfig)} - _RUN_FIELDS
     return MemScoreConfig(
-        **{k: memscore[k] for k in _SETTINGS if k in memscore},
+        **{k: v for k, v in memscore.items() if k in fields},
         arch=info["model"], seed=int(seed), device=device, progress=bool(progress),
     )
 

@@ -46,7 +46,7 @@ def train_original_models(
             epochs=int(training["epochs"]), patience=int(training["patience"]),
             batch_size=int(training["batch_size"]), lr=float(training["lr"]),
             weight_decay=float(training["weight_decay"]), device=str(dev), seed=role_seed,
-            progress=bool(progress), desc=f"train {role}",
+            progress=bool(progress), desc=f"train {role.name}",
         )
         result = fit(model, role.train, role.dev, cfg)
         logs[role.name] = {
