@@ -192,3 +192,38 @@ class MlflowTrackingHook:
     @hook_impl
     def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline, catalog) -> None:
         self._finish("FAILED")
+
+
+REPORT_DATASETS = ("defense_comparison", "defense_comparison_md", "time_cost", "privacy_utility_plot", "roc_curves_plot")
+
+
+class ReportLocationHook:
+    """Ends a run that built the reports by saying where the table, plots and MLflow runs are."""
+
+    def __init__(self) -> None:
+        self.built = False
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self.built = False
+
+    @hook_impl
+    def after_node_run(self, node, outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+        if node.name == "build_reports":
+            self.built = True
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if not self.built:
+            return
+        lines = ["WeMem results:"]
+        for name in REPORT_DATASETS:
+            try:
+                path = catalog.get(name)._get_load_path()
+            except Exception:  # noqa: BLE001 - a dataset without a file path
+                continue
+            lines.append(f"  {name:<22} {path}")
+        uri = os.environ.get(URI_ENV)
+        if uri:
+            lines.append(f"  MLflow runs            {uri} (experiment 'wemem'): make mlflow-ui, then http://127.0.0.1:5000")
+        log.info("\n".join(lines))

@@ -5,13 +5,15 @@
 # (ParallelRunner, Dask workers) with a partially initialised module.
 import torch  # noqa: F401
 
-from wemem.hooks import MlflowTrackingHook, StructureHook
+from wemem.hooks import MlflowTrackingHook, ReportLocationHook, StructureHook
 
-HOOKS = (StructureHook(), MlflowTrackingHook())
+HOOKS = (StructureHook(), MlflowTrackingHook(), ReportLocationHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # an environment such as conf/paper overrides single nested keys, not whole sections
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "mlflow": ["mlflow*", "mlflow*/**"],

@@ -263,7 +263,8 @@ def _epochs(module, model, x, y, dev, test, cfg, strategy, device):
     """The epoch loop of :func:`fit`; returns (history, best epoch, best dev acc, last epoch)."""
     best_state, best_acc, best_epoch, bad = None, -1.0, -1, 0
     history: list[dict[str, float]] = []
-    bar = tqdm(range(cfg.epochs), desc=cfg.desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
+    # disable=None: bars only on a terminal, so logs and CI output stay readable
+    bar = tqdm(range(cfg.epochs), desc=cfg.desc, disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
     epoch = -1
     for epoch in bar:
         module.train()

@@ -1,0 +1,84 @@
+"""The whole default pipeline end to end on tiny data, read back through the catalog and MLflow."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_PARAMS, run_session
+
+pytestmark = pytest.mark.slow
+
+DEFENSES = ["base", "rsw", "rmr", "swmr", "ppb", "adv", "dpsgd", "relaxloss"]
+ATTACKS = ["conf", "entr", "mentr", "hconf", "nn", "top3_nn", "ci_nn", "samia", "lira", "rmia"]
+
+
+@pytest.fixture
+def default_run(project):
+    run_session(project, runtime_params=copy.deepcopy(TINY_PARAMS))
+    return project
+
+
+def _latest(path):
+    versions = sorted(p for p in path.iterdir() if p.is_dir())
+    return versions[-1] / path.name
+
+
+def test_default_run_writes_table_and_plots(default_run):
+    reporting = default_run / "data" / "08_reporting"
+    table = pd.read_csv(_latest(reporting / "defense_comparison.csv"))
+    assert list(table["defense"]) == ["unpruned", "one_shot", *DEFENSES]
+    assert (table["status"] == "ok").all()
+    for attack in ATTACKS:
+        assert table[f"{attack}_acc"].between(0, 1).all()
+        assert table[f"{attack}_auc"].between(0, 1).all()
+    assert table["max_attack_acc"].equals(table[[f"{a}_acc" for a in ATTACKS]].max(axis=1))
+    pruned = table[table["pruning_method"] != "none"]
+    assert pruned["final_sparsity"].between(0.59, 0.61).all()
+    assert (pruned["finetune_seconds"] > 0).all()
+    assert table.loc[table["defense"] == "dpsgd", "epsilon"].gt(0).all()
+    markdown = _latest(reporting / "defense_comparison.md").read_text()
+    assert "| Data & Model |" in markdown and "rsw" in markdown
+    for plot in ("privacy_utility.png", "roc_curves.png"):
+        assert _latest(reporting / plot).stat().st_size > 10_000
+
+
+def test_mlflow_child_runs_hold_params_and_metrics(default_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{default_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("wemem")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    by_name = {r.data.tags["wemem.namespace"]: r for r in children}
+    assert set(by_name) == {"unpruned", "l1_unstructured_s60.one_shot", *[f"l1_unstructured_s60.{d}" for d in DEFENSES]}
+    rsw = by_name["l1_unstructured_s60.rsw"].data
+    assert rsw.params["dataset"] == "mnist1d"
+    assert rsw.params["pruning_method"] == "l1_unstructured"
+    assert float(rsw.params["sparsity"]) == 0.6
+    assert rsw.params["defense"] == "rsw"
+    assert rsw.params["defense.w"] == "12" and rsw.params["defense.order"] == "l2h"
+    for key in ("test_acc", "max_attack_acc", "finetune_seconds"):
+        assert key in rsw.metrics
+    for attack in ATTACKS:
+        for metric in ("balanced_acc", "auc", "tpr_at_1fpr", "tpr_at_0.1fpr"):
+            assert f"{attack}_{metric}" in rsw.metrics
+    assert "epsilon" in by_name["l1_unstructured_s60.dpsgd"].data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"privacy_utility_plot.png", "roc_curves_plot.png", "defense_comparison.csv"} <= artifacts
+
+
+def test_notebook_executes_against_the_run(default_run):
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(default_run / "notebooks" / "wemem_analysis.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(default_run / "notebooks")}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
