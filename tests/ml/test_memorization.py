@@ -215,6 +215,19 @@ def test_convergence_stop_ends_models_early_and_none_trains_all_epochs(toy):
     assert full.epochs_run == [8] * 4
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_stacked_ensemble(toy):
+    x, y, typical, mislabeled = toy
+    cfg = _cfg(device="auto")
+    assert mz.resolve_device(cfg.device).type == "cuda"
+    stats = estimate_shard(x, y, range(cfg.m), cfg, num_classes=N_CLASSES)
+    assert np.all(stats.in_count + stats.out_count == cfg.m)
+    raw = scores_table(stats, y)["raw_score"].to_numpy()
+    assert raw[mislabeled].min() > raw[typical].max()
+    shards = [estimate_shard(x, y, ids, cfg, num_classes=N_CLASSES) for ids in (range(0, 5), range(5, 12))]
+    assert np.array_equal(merge_shards(shards).in_count, stats.in_count)
+
+
 def test_merge_refuses_overlap_and_size_mismatch():
     a = ShardStats(np.zeros(3), np.zeros(3, int), np.zeros(3), np.zeros(3, int), model_ids=[0, 1])
     b = ShardStats(np.zeros(3), np.zeros(3, int), np.zeros(3), np.zeros(3, int), model_ids=[1])
