@@ -23,20 +23,27 @@ TINY_PARAMS = {
 }
 
 
+def make_project(path: Path) -> Path:
+    """Copies the project's conf/, pyproject.toml and notebooks/ into ``path``."""
+    shutil.copytree(REPO / "conf", path / "conf", ignore=shutil.ignore_patterns("local"))
+    (path / "conf" / "local").mkdir()
+    (path / "src").mkdir()  # bootstrap_project wants the source dir; the package is installed
+    shutil.copy(REPO / "pyproject.toml", path / "pyproject.toml")
+    shutil.copy(REPO / ".telemetry", path / ".telemetry")  # consent: false
+    if (REPO / "notebooks").is_dir():
+        shutil.copytree(REPO / "notebooks", path / "notebooks")
+    return path
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A copy of the project's conf/ and pyproject.toml in tmp_path, as the working directory.
+    """A throw-away copy of the project as the working directory.
 
     Kedro resolves the catalog's relative paths against the working directory, so every
     artefact and the MLflow store land in tmp_path.
     """
-    shutil.copytree(REPO / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    if (REPO / "notebooks").is_dir():
-        shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    make_project(tmp_path)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
     return tmp_path
 
 

@@ -159,9 +159,6 @@ class MlflowTrackingHook:
         if result.get("roc"):
             fig = plot_roc_curves({result["namespace"]: result["roc"]})
             self.client.log_figure(rid, fig, "roc_curves.png")
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
         self.client.set_terminated(rid, "FINISHED" if result.get("status", "ok") == "ok" else "FAILED")
 
     def _log_reports(self, outputs: dict[str, Any]) -> None:

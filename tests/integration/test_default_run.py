@@ -7,7 +7,7 @@ import copy
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_PARAMS, run_session
+from tests.conftest import TINY_PARAMS, make_project, run_session
 
 pytestmark = pytest.mark.slow
 
@@ -15,10 +15,14 @@ DEFENSES = ["base", "rsw", "rmr", "swmr", "ppb", "adv", "dpsgd", "relaxloss"]
 ATTACKS = ["conf", "entr", "mentr", "hconf", "nn", "top3_nn", "ci_nn", "samia", "lira", "rmia"]
 
 
-@pytest.fixture
-def default_run(project):
-    run_session(project, runtime_params=copy.deepcopy(TINY_PARAMS))
-    return project
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One run of the whole default pipeline, shared by the tests of this module."""
+    project = make_project(tmp_path_factory.mktemp("default_run"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(project)
+        run_session(project, runtime_params=copy.deepcopy(TINY_PARAMS))
+        yield project
 
 
 def _latest(path):

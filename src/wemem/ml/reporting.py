@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: plots are files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # figures without pyplot: no backend, no global state
 
 __all__ = [
     "plot_score_distribution",
@@ -31,7 +27,8 @@ ATTACK_LABELS = {
 
 def plot_score_distribution(table: pd.DataFrame, title: str = "memorisation scores") -> Figure:
     """Histogram of the normalised scores overall and a box per class."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2]})
+    fig = Figure(figsize=(12, 4))
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
     ax1.hist(table["score"], bins=40, color="#3b6ea5")
     ax1.set_xlabel("normalised mem-score")
     ax1.set_ylabel("samples")
@@ -121,7 +118,8 @@ def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     """Test accuracy against the strongest attack's accuracy, one point per defense."""
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
     ok = table[table["status"] == "ok"]
     for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
         label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
@@ -148,7 +146,8 @@ def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]]) ->
     n = max(len(curves), 1)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (label, attacks) in zip(axes.flat, curves.items()):
         for attack, pts in attacks.items():
             fpr = np.clip(np.asarray(pts["fpr"], dtype=float), 1e-5, 1)
