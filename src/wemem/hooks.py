@@ -25,8 +25,24 @@ class StructureHook:
     def after_context_created(self, context) -> None:
         from wemem.params import validate_parameters
 
-        validate_parameters(context.params)
+        params = context.params
+        validate_parameters(params)
+        configure_torch(int(params.get("torch_threads", 0)), bool(params.get("deterministic", True)))
         structure.set_config_loader(context.config_loader)
+
+
+def configure_torch(threads: int, deterministic: bool) -> None:
+    """CPU thread count and deterministic kernels (cuBLAS workspace, no cuDNN autotuning)."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        # warn_only: an op without a deterministic CUDA kernel warns instead of failing the run
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def _resolve_uri(uri: str, project_path: Path) -> str:

@@ -264,6 +264,8 @@ class ValidatedParams(BaseModel):
     seed: Int
     device: Device
     progress: bool
+    torch_threads: _number(int, 0) = 0
+    deterministic: bool = True
     datasets: dict[DatasetName, DatasetSettings]
     data_ingestion: DataIngestion
     memscore: MemScore
