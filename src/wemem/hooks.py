@@ -19,7 +19,8 @@ URI_ENV = "WEMEM_MLFLOW_TRACKING_URI"
 
 class StructureHook:
     """Validates the run's parameters, then hands the configuration to
-    :mod:`wemem.structure` before pipelines are built: a typo fails before any work starts."""
+    :mod:`wemem.structure` before pipelines are built: a typo fails before any work starts.
+    Also applies the torch settings, in the driver and once in every worker process."""
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -30,10 +31,26 @@ class StructureHook:
         configure_torch(int(params.get("torch_threads", 0)), bool(params.get("deterministic", True)))
         structure.set_config_loader(context.config_loader)
 
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool, run_id: str) -> None:
+        if _torch_configured:
+            return
+        try:  # a worker process (Dask, ParallelRunner) that never saw the context
+            threads, deterministic = catalog.load("params:torch_threads"), catalog.load("params:deterministic")
+        except Exception:  # noqa: BLE001 - a catalog without these parameters: torch defaults
+            return
+        configure_torch(int(threads), bool(deterministic))
+
+
+_torch_configured = False
+
 
 def configure_torch(threads: int, deterministic: bool) -> None:
     """CPU thread count and deterministic kernels (cuBLAS workspace, no cuDNN autotuning)."""
     import torch
+
+    global _torch_configured
+    _torch_configured = True
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -108,6 +125,7 @@ class MlflowTrackingHook:
             type(exc).__name__, exc,
         )
         self.client = None
+        os.environ.pop(PARENT_ENV, None)  # nor may a later node or worker pick the run up again
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -145,8 +163,25 @@ class MlflowTrackingHook:
         except Exception as exc:  # noqa: BLE001
             self._disable(exc)
 
+    def _worker_client(self) -> None:
+        """In a worker process the driver's hook state is absent: rebuild the client from the
+        tracking URI and parent run id that the driver exported to the environment."""
+        parent, uri = os.environ.get(PARENT_ENV), os.environ.get(URI_ENV)
+        if self.client is not None or not parent or not uri or os.environ.get("WEMEM_MLFLOW_DISABLE"):
+            return
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.parent_id = parent
+        self.exp_id = self.client.get_run(parent).info.experiment_id
+        self.seed = self.client.get_run(parent).data.params.get("seed")
+
     @hook_impl
     def after_node_run(self, node, outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+        try:
+            self._worker_client()
+        except Exception as exc:  # noqa: BLE001
+            self._disable(exc)
         if self.client is None:
             return
         try:

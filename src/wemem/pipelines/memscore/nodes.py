@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,10 +39,16 @@ def _config(info: dict[str, Any], memscore: dict[str, Any], seed: int, device: s
     )
 
 
-def make_shard_node(shard: int, n_shards: int) -> Callable[..., dict[str, np.ndarray]]:
-    """The node function that trains shard ``shard`` of ``n_shards``."""
+class ShardNode:
+    """Node function that trains shard ``shard`` of ``n_shards`` (a module-level class, so
+    process-based runners can pickle it)."""
 
-    def estimate_memscore_shard(
+    def __init__(self, shard: int, n_shards: int) -> None:
+        self.shard, self.n_shards = shard, n_shards
+        self.__name__ = f"estimate_memscore_shard_{shard}"
+
+    def __call__(
+        self,
         arrays: dict[str, np.ndarray],
         splits: dict[str, np.ndarray],
         info: dict[str, Any],
@@ -54,15 +59,17 @@ def make_shard_node(shard: int, n_shards: int) -> Callable[..., dict[str, np.nda
     ) -> dict[str, np.ndarray]:
         """Trains this shard's models on random subsets of the train pool; returns in/out sums."""
         cfg = _config(info, memscore, seed, device, progress)
-        ids = shard_model_ids(cfg.m, n_shards, shard)
+        ids = shard_model_ids(cfg.m, self.n_shards, self.shard)
         x, y = _pool(arrays, splits)
         arch_kwargs = {"mean": info["mean"], "std": info["std"]} if info["kind"] == "image" else None
         stats = estimate_shard(x, y, ids, cfg, num_classes=info["num_classes"], arch_kwargs=arch_kwargs)
-        log.info("memscore shard %d/%d: models %d-%d in %.1fs", shard + 1, n_shards, ids[0], ids[-1], stats.seconds)
+        log.info("memscore shard %d/%d: models %d-%d in %.1fs", self.shard + 1, self.n_shards, ids[0], ids[-1], stats.seconds)
         return stats.to_dict()
 
-    estimate_memscore_shard.__name__ = f"estimate_memscore_shard_{shard}"
-    return estimate_memscore_shard
+
+def make_shard_node(shard: int, n_shards: int) -> ShardNode:
+    """The node function that trains shard ``shard`` of ``n_shards``."""
+    return ShardNode(shard, n_shards)
 
 
 def merge_memscore_shards(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,14 +94,20 @@ def attack_config(mia: dict[str, Any], seed: int, device: str) -> AttackConfig:
     )
 
 
-def make_attack_node(combo: Combo) -> Callable[..., dict[str, Any]]:
-    """The node function that runs every attack on one combination's victim."""
+class AttackNode:
+    """Node function that runs every attack on one combination's victim (a module-level class,
+    so process-based runners can pickle it)."""
 
-    def run_membership_attacks(
-        outputs: dict[str, np.ndarray], finetune_log: dict[str, Any], info: dict[str, Any],
+    def __init__(self, combo: Combo) -> None:
+        self.combo = combo
+        self.__name__ = f"run_membership_attacks_{combo.namespace.replace('.', '_')}"
+
+    def __call__(
+        self, outputs: dict[str, np.ndarray], finetune_log: dict[str, Any], info: dict[str, Any],
         mia: dict[str, Any], seed: int, device: str,
     ) -> dict[str, Any]:
         """Calibrates/trains each attack on the shadows and scores the victim (SPEC §8)."""
+        combo = self.combo
         meta = finetune_log.get("meta", {})
         victim_log = finetune_log.get("models", finetune_log).get("victim", {})
         result: dict[str, Any] = {
@@ -145,8 +150,11 @@ def make_attack_node(combo: Combo) -> Callable[..., dict[str, Any]]:
                  strongest[0], strongest[1]["balanced_acc"])
         return result
 
-    run_membership_attacks.__name__ = f"run_membership_attacks_{combo.namespace.replace('.', '_')}"
-    return run_membership_attacks
+
+
+def make_attack_node(combo: Combo) -> AttackNode:
+    """The node function that runs every attack on one combination's victim."""
+    return AttackNode(combo)
 
 
 def build_reports(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -80,10 +79,16 @@ def resolve_defense(variant: str, defenses: dict[str, Any], info: dict[str, Any]
     return name, settings
 
 
-def make_prune_node(combo: Combo) -> Callable[..., tuple[dict[str, Any], dict[str, Any]]]:
-    """The node function that prunes and defends every model for one combination."""
+class PruneNode:
+    """Node function that prunes and defends every model for one combination (a module-level
+    class, so process-based runners can pickle it)."""
 
-    def prune_and_defend(
+    def __init__(self, combo: Combo) -> None:
+        self.combo = combo
+        self.__name__ = f"prune_and_defend_{combo.namespace.replace('.', '_')}"
+
+    def __call__(
+        self,
         original_models: dict[str, Any],
         arrays: dict[str, np.ndarray],
         splits: dict[str, np.ndarray],
@@ -100,6 +105,7 @@ def make_prune_node(combo: Combo) -> Callable[..., tuple[dict[str, Any], dict[st
         A model whose fine-tuning diverges (NaN/inf loss) marks this combination as failed in
         the log instead of stopping the run; the evaluation then reports it as failed.
         """
+        combo = self.combo
         variant = "base" if combo.one_shot else combo.variant
         name, settings = resolve_defense(variant, defenses, info)
         dev = resolve_device(device)
@@ -139,8 +145,11 @@ def make_prune_node(combo: Combo) -> Callable[..., tuple[dict[str, Any], dict[st
                          f", ε={record['epsilon']:.3g}" if "epsilon" in record else "")
         return models_payload(models, meta), {"meta": meta, "models": _jsonable(logs)}
 
-    prune_and_defend.__name__ = f"prune_and_defend_{combo.namespace.replace('.', '_')}"
-    return prune_and_defend
+
+
+def make_prune_node(combo: Combo) -> PruneNode:
+    """The node function that prunes and defends every model for one combination."""
+    return PruneNode(combo)
 
 
 def _jsonable(obj: Any) -> Any:
