@@ -1,6 +1,7 @@
 """Benchmark: training throughput on one CUDA GPU.
 
-Three measurements, each with the project's own code and device-resident data:
+Measurements, each with the project's own code and device-resident data, under the project's
+default torch settings (``deterministic: true``: deterministic kernels, no cuDNN autotuning):
 
 * ``column_fc``: ColumnFC (446 -> 256 -> 128 -> 30) trained with ``train.fit`` (bf16 autocast,
   on-device batches) on Location -- the real archive when ``--location-dir`` holds
@@ -12,22 +13,26 @@ Three measurements, each with the project's own code and device-resident data:
 * ``memscore``: models/s of the Feldman-Zhang estimator's stacked ensemble (``estimate_shard``,
   device cuda, the project's memscore settings: 20 epochs, r = 0.7, batch 128) on the Location
   train pool, against a plain loop of single models on the same GPU (``baseline_loop``), both
-  with all epochs and, for the ensemble, also with its default convergence stop.
+  with all epochs and, for the ensemble, also with its default convergence stop;
+* ``resnet18_nondeterministic`` (not with ``--quick``): ResNet18 again with
+  ``deterministic: false`` (torch's default kernels), i.e. what determinism costs.
 
 Every training is preceded by an untimed warm-up (CUDA context, cuDNN/cuBLAS kernels), and
 timed between ``torch.cuda.synchronize()`` calls. Results are written to ``--out`` after every
 section, so a run cut short by a time limit keeps what it measured; sections that would start
 after ``--budget-s`` seconds are skipped (and listed as skipped).
 
-The whole run takes about 2-3 minutes on one H200 (``--quick``: well under a minute). Without
-CUDA it prints "CUDA not available: nothing measured" and exits 0 without writing anything
-(``--cpu-dry-run`` runs every code path on the CPU with tiny sizes, to check the script; it
-writes only to an explicit ``--out``).
+Sizes are chosen for about 1-2 minutes on one H200 (``--quick``: under a minute), well inside
+5 minutes; not yet run on a GPU. Without CUDA it prints "CUDA not available: nothing measured"
+and exits 0 without writing anything (``--cpu-dry-run`` runs every code path on the CPU with
+tiny sizes, to check the script; it writes only to an explicit ``--out``).
 
-    .venv/bin/python benchmarks/gpu_throughput.py [--quick] [--out PATH] [--budget-s 270]
-        [--location-dir /work/shared/datasets/location]
+    python benchmarks/gpu_throughput.py [--quick] [--out PATH] [--budget-s 270]
+        [--location-dir /work/shared/datasets/location] [--sections a,b] [--nondeterministic]
 
-Writes benchmarks/results/gpu_throughput.json and prints a summary.
+(with the project installed, or from a bare checkout: ``src/`` is added to the path when
+``wemem`` is not importable). Writes benchmarks/results/gpu_throughput.json (or ``--out``) and
+prints a summary; exit status 1 when a section failed (the others are still written).
 """
 
 from __future__ import annotations
@@ -67,6 +72,17 @@ SIZES = {
     "dry": {"fc_epochs": 1, "fc_batches": [128, 512], "rn_samples": 64, "rn_epochs": 1,
             "rn_batches": [32], "ms_m": 4, "ms_base_m": 2, "ms_epochs": 2},
 }
+
+
+def set_deterministic(on: bool) -> None:
+    """The torch settings of the project's ``deterministic`` parameter (as ``wemem.hooks.configure_torch``
+    applies them before a run): true = deterministic kernels, no cuDNN autotuning; false = torch's
+    defaults."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = on
+    torch.use_deterministic_algorithms(on, warn_only=True)
 
 
 def _sync(device: torch.device) -> None:
@@ -148,6 +164,18 @@ def bench_resnet18(sz: dict, device: torch.device, rng: np.random.Generator) -> 
     return out
 
 
+def bench_resnet18_nondeterministic(sz: dict, device: torch.device, rng: np.random.Generator) -> dict:
+    """ResNet18 again with the project's ``deterministic: false`` (torch's default kernels): what determinism costs."""
+    before = torch.are_deterministic_algorithms_enabled()
+    set_deterministic(False)
+    try:
+        out = bench_resnet18(sz, device, rng)
+    finally:
+        set_deterministic(before)
+    out["deterministic"] = False
+    return out
+
+
 def _timed_memscore(fn, device: torch.device) -> tuple[mz.ShardStats, float]:
     _sync(device)
     t0 = time.perf_counter()
@@ -200,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help=f"results file (default {RESULTS})")
     ap.add_argument("--budget-s", type=float, default=270.0, help="skip sections that would start after this")
     ap.add_argument("--location-dir", default="/work/shared/datasets/location")
-    ap.add_argument("--sections", default="column_fc,resnet18,memscore")
+    ap.add_argument("--sections", default=None,
+                    help="comma-separated subset of column_fc,resnet18,memscore,resnet18_nondeterministic "
+                         "(default: all; the last one only without --quick)")
+    ap.add_argument("--nondeterministic", action="store_true",
+                    help="measure everything with the project's deterministic: false (torch's default kernels)")
     ap.add_argument("--cpu-dry-run", action="store_true",
                     help="check the script on a machine without CUDA (tiny sizes, CPU; needs --out)")
     args = ap.parse_args(argv)
@@ -223,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "amp": "bf16 autocast" if device.type == "cuda" else "none (CPU dry run)",
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic": not args.nondeterministic,
         "sizes": sz,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "cuda": torch.version.cuda, "cpu_count": os.cpu_count(),
@@ -232,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         "skipped": [],
         "errors": {},
     }
+
+    set_deterministic(not args.nondeterministic)
 
     def save() -> None:
         result["environment"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -243,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         "column_fc": lambda rng: bench_column_fc(sz, device, args.location_dir, rng),
         "resnet18": lambda rng: bench_resnet18(sz, device, rng),
         "memscore": lambda rng: bench_memscore(sz, device, args.location_dir, rng),
+        "resnet18_nondeterministic": lambda rng: bench_resnet18_nondeterministic(sz, device, rng),
     }
-    for name in [s.strip() for s in args.sections.split(",") if s.strip()]:
+    sections = args.sections or ("column_fc,resnet18,memscore" + ("" if mode == "quick" else ",resnet18_nondeterministic"))
+    for name in [s.strip() for s in sections.split(",") if s.strip()]:
         if name not in benches:
             ap.error(f"unknown section {name!r}; choose from {sorted(benches)}")
         elapsed = time.perf_counter() - t_start
