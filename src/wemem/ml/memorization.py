@@ -453,7 +453,7 @@ def _train_chunk(
     signals = {e: torch.empty(n_models, n, dtype=torch.float64, device=device) for e in ESTIMATORS}
     check_rows = subsets[:, : cfg.converge_check_rows]  # subsets are random, so their first rows are too
     bar = tqdm(range(cfg.epochs), desc=f"memscore models {model_ids[0]}-{model_ids[-1]}",
-               disable=not cfg.progress, leave=False, dynamic_ncols=True)
+               disable=None if cfg.progress else True, leave=False, dynamic_ncols=True)
     for epoch in bar:
         if not active:
             break
@@ -576,7 +576,7 @@ def _estimate(features: np.ndarray, labels: np.ndarray, model_ids: Sequence[int]
                     _accumulate(stats[e], member, value)
             epochs_run += epochs
     else:
-        for j in tqdm(model_ids, desc="memscore models", disable=not cfg.progress, leave=False):
+        for j in tqdm(model_ids, desc="memscore models", disable=None if cfg.progress else True, leave=False):
             member, signals, epochs = _train_single(x, y, j, cfg, num_classes, arch_kwargs or {})
             for e in ESTIMATORS:
                 _accumulate(stats[e], member, signals[e])
@@ -621,7 +621,7 @@ def _baseline(features: np.ndarray, labels: np.ndarray, cfg: MemScoreConfig,
     xf = x.float()
     stats = {e: _empty_stats(x.shape[0]) for e in ESTIMATORS}
     epochs_run = []
-    for j in tqdm(range(cfg.m), desc="baseline models", disable=not cfg.progress, leave=False):
+    for j in tqdm(range(cfg.m), desc="baseline models", disable=None if cfg.progress else True, leave=False):
         member, signals, epochs = _train_single(xf, y, j, cfg, num_classes, {})
         for e in ESTIMATORS:
             _accumulate(stats[e], member, signals[e])

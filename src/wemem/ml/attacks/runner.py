@@ -14,7 +14,7 @@ def run_attacks(data: AttackData, config: AttackConfig, progress: bool = False) 
         raise KeyError(f"unknown attack(s) {unknown}; known: {sorted(ATTACK_REGISTRY)}")
     validate_attack_data(data)
     results: dict[str, AttackResult] = {}
-    bar = tqdm(config.attacks, desc="attacks", disable=not progress)
+    bar = tqdm(config.attacks, desc="attacks", disable=None if progress else True)
     for name in bar:
         bar.set_postfix_str(name)
         results[name] = ATTACK_REGISTRY[name](data, config)
