@@ -143,7 +143,9 @@ class AttackNode:
         result["roc"] = {}
         for name, r in results.items():
             fpr, tpr = roc_points(r.scores, member)
-            keep = np.unique(np.linspace(0, len(fpr) - 1, min(n_points, len(fpr))).round().astype(int))
+            # points spaced evenly in log(FPR), so the low-FPR end of a log-log plot keeps its detail
+            grid = np.searchsorted(fpr, np.logspace(-5, 0, n_points))
+            keep = np.unique(np.clip(np.r_[0, grid, grid - 1, len(fpr) - 1], 0, len(fpr) - 1))
             result["roc"][name] = {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
         strongest = max(result["attacks"].items(), key=lambda kv: kv[1]["balanced_acc"])
         log.info("%s: victim test acc %.3f, strongest attack %s %.3f", combo.namespace, result["test_acc"],
