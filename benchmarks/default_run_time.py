@@ -105,7 +105,9 @@ def timed_kedro(proj: Path, args: list[str], log_name: str, timeout: float) -> d
     env = dict(os.environ, DO_NOT_TRACK="1", KEDRO_DISABLE_TELEMETRY="true", PYTHONUNBUFFERED="1")
     cmd = [_kedro(), "run", *args]
     log_path = proj / f"{log_name}.log"
-    rec: dict = {"command": " ".join(["kedro", "run", *args]), "load_before": _load(), "uptime_before": _uptime()}
+    rec: dict = {"command": " ".join(["kedro", "run", *args]), "git_commit": _git_commit(),
+                 "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "load_before": _load(), "uptime_before": _uptime()}
     cpu0 = _children_cpu()
     t0 = time.perf_counter()
     samples: list[float] = []

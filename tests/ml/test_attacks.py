@@ -248,3 +248,51 @@ def test_compute_sensitivity_linear_model_matches_hand_computation():
 def test_library_does_not_import_kedro():
     code = "import sys, wemem.ml.attacks; assert 'kedro' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fast_dropout_rate_scale_and_eval_identity():
+    from wemem.ml.attacks.classifier import fast_dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(200, 500)
+    y = fast_dropout(x, 0.2, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.2) < 0.005  # 100k draws: sd of the rate is 0.0013
+    np.testing.assert_allclose(y[y != 0].numpy(), 1.0 / 0.8, rtol=1e-6)
+    assert abs(y.mean().item() - 1.0) < 0.01  # inverted dropout keeps the expectation
+    assert fast_dropout(x, 0.2, training=False) is x
+    assert fast_dropout(x, 0.0, training=True) is x
+    torch.manual_seed(5)
+    a = fast_dropout(x, 0.5, training=True)
+    torch.manual_seed(5)
+    assert torch.equal(a, fast_dropout(x, 0.5, training=True))  # seeded by torch's generator
+
+
+def test_samia_block_equals_torch_pre_ln_encoder_layer():
+    """The written-out block computes what nn.TransformerEncoderLayer(norm_first=True) does."""
+    from wemem.ml.attacks.classifier import PreLNBlock
+
+    torch.manual_seed(1)
+    w, heads = 16, 4
+    ours = PreLNBlock(w, heads, dropout=0.2).eval()
+    ref = torch.nn.TransformerEncoderLayer(w, heads, dim_feedforward=2 * w, dropout=0.2,
+                                           batch_first=True, norm_first=True).eval()
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(ours.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(ours.qkv.bias)
+        ref.self_attn.out_proj.weight.copy_(ours.proj.weight)
+        ref.self_attn.out_proj.bias.copy_(ours.proj.bias)
+        for a, b in ((ref.linear1, ours.ff1), (ref.linear2, ours.ff2), (ref.norm1, ours.norm1),
+                     (ref.norm2, ours.norm2)):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+        # perturb the norms so the test does not pass with identity LayerNorms
+        for n in (ours.norm1, ours.norm2):
+            n.weight.mul_(1.5).add_(0.1)
+            n.bias.add_(0.2)
+        ref.norm1.load_state_dict(ours.norm1.state_dict())
+        ref.norm2.load_state_dict(ours.norm2.state_dict())
+        x = torch.randn(7, 10, w)
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="divisible"):
+        PreLNBlock(10, 4, 0.0)
