@@ -21,7 +21,8 @@ less the cores the run itself kept busy (CPU-s / wall-s). The machine has 2 core
 many times slower: the budget verdict is only meaningful on a quiet machine, and ``quiet`` in
 the results says whether the load from other processes stayed at or below ``--quiet-load`` (0.5)
 at the start and during every run (``load_before`` of a later run still holds the decaying load
-of the run before it, so it is recorded but not judged). ``--update`` keeps the part of an earlier results file that this
+of the run before it, so it is recorded but not judged, and runs shorter than 60 s are not judged
+at all, for the same reason). ``--update`` keeps the part of an earlier results file that this
 run skips (e.g. re-time only the whole run with ``--skip-pipelines --update``).
 
     .venv/bin/python benchmarks/default_run_time.py [--skip-full] [--skip-pipelines] [--update]
@@ -168,9 +169,16 @@ def node_seconds(log_text: str) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+JUDGE_MIN_S = 60.0  # the 1-minute load average needs about a minute to forget the run before
+
+
 def _loads(rec: dict) -> list[float]:
     """Load from other processes during one run: the mean 1-minute load average less the cores the
-    run itself kept busy (CPU-s / wall-s); the load before it for records without that figure."""
+    run itself kept busy (CPU-s / wall-s); the load before it for records without that figure.
+    Runs shorter than ``JUDGE_MIN_S`` are not judged: their 1-minute average is mostly the
+    decaying load of the run just before them (this benchmark's own), not other processes."""
+    if rec.get("seconds", 0.0) < JUDGE_MIN_S:
+        return []
     if "other_load_estimate" in rec:
         return [rec["other_load_estimate"]]
     return [rec["load_before"][0]]
