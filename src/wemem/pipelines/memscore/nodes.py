@@ -20,6 +20,7 @@ from wemem.ml.memorization import (
     shard_model_ids,
 )
 from wemem.ml.reporting import plot_score_distribution
+from wemem.pipelines.node_callable import NodeCallable
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,13 @@ def _config(info: dict[str, Any], memscore: dict[str, Any], seed: int, device: s
     )
 
 
-class ShardNode:
+class ShardNode(NodeCallable):
     """Node function that trains shard ``shard`` of ``n_shards`` (a module-level class, so
     process-based runners can pickle it)."""
 
     def __init__(self, shard: int, n_shards: int) -> None:
         self.shard, self.n_shards = shard, n_shards
-        self.__name__ = f"estimate_memscore_shard_{shard}"
+        super().__init__(f"estimate_memscore_shard_{shard}")
 
     def __call__(
         self,

@@ -22,6 +22,7 @@ from wemem.ml.reporting import (
 )
 from wemem.ml.train import predict_proba, resolve_device
 from wemem.structure import Combo
+from wemem.pipelines.node_callable import NodeCallable
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,13 @@ def attack_config(mia: dict[str, Any], seed: int, device: str) -> AttackConfig:
     )
 
 
-class AttackNode:
+class AttackNode(NodeCallable):
     """Node function that runs every attack on one combination's victim (a module-level class,
     so process-based runners can pickle it)."""
 
     def __init__(self, combo: Combo) -> None:
         self.combo = combo
-        self.__name__ = f"run_membership_attacks_{combo.namespace.replace('.', '_')}"
+        super().__init__(f"run_membership_attacks_{combo.namespace.replace('.', '_')}")
 
     def __call__(
         self, outputs: dict[str, np.ndarray], finetune_log: dict[str, Any], info: dict[str, Any],

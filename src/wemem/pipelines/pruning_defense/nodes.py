@@ -15,6 +15,7 @@ from wemem.ml.defenses import finetune_config, prune_and_finetune, setting_names
 from wemem.ml.experiment import iter_roles, load_models, make_model, models_payload, role_scores
 from wemem.ml.train import TrainConfig, accuracy, fit, resolve_device, seed_everything
 from wemem.structure import Combo
+from wemem.pipelines.node_callable import NodeCallable
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,13 @@ def resolve_defense(variant: str, defenses: dict[str, Any], info: dict[str, Any]
     return name, settings
 
 
-class PruneNode:
+class PruneNode(NodeCallable):
     """Node function that prunes and defends every model for one combination (a module-level
     class, so process-based runners can pickle it)."""
 
     def __init__(self, combo: Combo) -> None:
         self.combo = combo
-        self.__name__ = f"prune_and_defend_{combo.namespace.replace('.', '_')}"
+        super().__init__(f"prune_and_defend_{combo.namespace.replace('.', '_')}")
 
     def __call__(
         self,
