@@ -21,7 +21,7 @@ recorded before and after each run: the machine may be shared, and a busy core s
 reference run's for exact equality.
 
     python benchmarks/runner_speed.py [--dataset location] [--raw-dir /work/shared/datasets/location]
-        [--m 32] [--epochs 20] [--shards 4] [--workers 2]
+        [--m 32] [--epochs 20] [--shards 4] [--workers 2] [--out PATH]
 
 Writes benchmarks/results/runner_speed.json and prints a summary.
 """
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args()
 
     from kedro.runner import ParallelRunner, SequentialRunner
@@ -175,8 +176,8 @@ def main() -> None:
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     print(f"\nmemscore on {args.dataset}: m={args.m}, {args.epochs} epochs, {args.shards} shards; "
           f"{os.cpu_count()} cores, {args.workers} workers")
@@ -186,7 +187,7 @@ def main() -> None:
               f"{r['shard_training_seconds_sum']:8.1f} {r['shards_at_once']:8.2f} "
               f"{r['load_before']:5.2f}-{r['load_after']:<5.2f}  {r['memscores_identical_to_reference']}")
     print(f"ParallelRunner: {parallel_note}")
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
