@@ -69,6 +69,8 @@ def test_killed_memscore_run_resumes_without_retraining_finished_shards(tmp_path
         assert (shards / name).stat().st_mtime_ns == mtime
     assert sorted(p.name for p in shards.glob("shard_*.npz")) == ["shard_0.npz", "shard_1.npz", "shard_2.npz"]
     assert "Running node: memscore_shard_0" not in out
+    # readable logs: neither kedro's omegaconf deprecation warnings nor a type-hint warning per node
+    assert "register_new_resolver" not in out and "Could not extract type hints" not in out
     first = _versions(project / "data" / "03_primary" / "mnist1d" / "memscores.csv")
     assert len(first) == 1
 
