@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .dropout import int16_uniforms, keep_threshold
 from .models import build_model
 from .train import TrainConfig, fit, predict_proba, resolve_device, to_tensors
 
@@ -211,7 +212,6 @@ def _signals(probs: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
 # stacked MLP ensemble
 # --------------------------------------------------------------------------------------------
 
-_DROP_BITS = 16  # dropout masks are drawn as 16-bit random numbers (4 per 64-bit draw)
 
 
 class _PoolCSR:
@@ -356,21 +356,11 @@ def _mlp_rest(params: list[torch.Tensor], h: torch.Tensor, drop_masks: list[torc
 
 def _dropout_masks(gens: Sequence[torch.Generator], batch: int, hidden: Sequence[int], p: float,
                    device: torch.device) -> list[torch.Tensor]:
-    """Inverted-dropout masks (M, batch, h) for each hidden layer, model j's from its own generator.
-
-    *16-bit dropout draws*: every 64-bit random number gives four 16-bit uniforms, a unit is
-    dropped when its uniform falls below ``round(p·2^16)`` (p=0.1 → 0.100006): a quarter of the
-    generator calls of ``torch.rand`` and no float conversion.
-    """
+    """Inverted-dropout masks (M, batch, h) for each hidden layer, model j's from its own generator,
+    with *16-bit dropout draws* (``wemem.ml.dropout``)."""
     width = sum(hidden)
-    n_words = (batch * width + 3) // 4
-    threshold = round(p * 2**_DROP_BITS) - 2 ** (_DROP_BITS - 1)  # on the signed int16 scale
-    words = torch.stack([
-        torch.empty(n_words, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1, generator=g)
-        for g in gens
-    ])
-    u = words.view(torch.int16)[:, : batch * width].view(len(gens), batch, width)
-    keep = (u >= threshold).to(torch.float32).mul_(1.0 / (1.0 - p))
+    u = torch.stack([int16_uniforms(batch * width, device, g) for g in gens]).view(len(gens), batch, width)
+    keep = (u >= keep_threshold(p)).to(torch.float32).mul_(1.0 / (1.0 - p))
     return list(torch.split(keep, list(hidden), dim=2))
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..dropout import fast_dropout
 from .base import AttackConfig, AttackData, AttackResult, ModelOutputs, make_result, pooled_shadows, register
 
 PREDICT_BATCH = 4096
@@ -73,27 +74,14 @@ class AttackMLP(nn.Module):
         return self.net(x)
 
 
-def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout with *16-bit draws*: every 64-bit random number from torch's default
-    generator gives four 16-bit uniforms, a unit is dropped when its uniform falls below
-    ``round(p·2^16)``. On the CPU ``torch.bernoulli_`` was a quarter of SAMIA's training time
-    (``benchmarks/samia_speed.py``)."""
-    if not training or p <= 0.0:
-        return x
-    n = x.numel()
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
-    u = words.view(torch.int16)[:n].view(x.shape)
-    keep = u >= (round(p * 2**16) - 2**15)  # on the signed int16 scale
-    return x * keep * (1.0 / (1.0 - p))
-
-
 class PreLNBlock(nn.Module):
     """One pre-LayerNorm Transformer encoder layer (the layout of ``nn.TransformerEncoderLayer``
     with ``norm_first=True``, ReLU, feed-forward 2·width): x + drop(attn(LN(x))), then
     x + drop(ff(LN(x))), dropout also on the attention weights and inside the feed-forward.
 
-    Written out (one fused QKV projection, attention by two batched matmuls, ``fast_dropout``)
-    because for SAMIA's tiny tokens torch's module spent most of its time outside the matmuls."""
+    Written out (one fused QKV projection, attention by two batched matmuls, ``fast_dropout``:
+    16-bit draws, where ``bernoulli_`` was a quarter of the step) because for SAMIA's tiny tokens
+    torch's module spent most of its time outside the matmuls (``benchmarks/samia_speed.py``)."""
 
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
