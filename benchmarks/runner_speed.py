@@ -8,8 +8,7 @@ merge and the summary) once per runner, in this order:
 * ``dask``: ``wemem.runners.DaskRunner`` starting its own LocalCluster on 127.0.0.1
   (``--workers`` single-threaded worker processes; start and shutdown are included);
 * ``parallel``: Kedro's ``ParallelRunner(max_workers=--workers)`` with spawned processes and
-  ``OMP_NUM_THREADS=1`` (if the project's shard nodes cannot be pickled, a picklable stand-in
-  that calls the same ``make_shard_node`` code is used, and the JSON says so);
+  ``OMP_NUM_THREADS=1``;
 * ``sequential_2_threads``: ``SequentialRunner`` with torch on 2 threads (what a plain
   ``kedro run`` does on 2 cores).
 
@@ -36,7 +35,6 @@ os.environ.update({"KEDRO_MP_CONTEXT": "spawn", "OMP_NUM_THREADS": "1", "DO_NOT_
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import pickle  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -48,19 +46,6 @@ import pandas as pd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "runner_speed.json"
-
-
-class ShardNode:
-    """A picklable stand-in for ``make_shard_node(shard, n_shards)``: the same shard code."""
-
-    def __init__(self, shard: int, n_shards: int):
-        self.shard, self.n_shards = shard, n_shards
-        self.__name__ = f"estimate_memscore_shard_{shard}"
-
-    def __call__(self, arrays, splits, info, memscore, seed, device, progress):
-        from wemem.pipelines.memscore.nodes import make_shard_node
-
-        return make_shard_node(self.shard, self.n_shards)(arrays, splits, info, memscore, seed, device, progress)
 
 
 def _load() -> float:
@@ -117,7 +102,6 @@ def main() -> None:
 
     from kedro.runner import ParallelRunner, SequentialRunner
 
-    from wemem.pipelines.memscore import nodes as memscore_nodes
     from wemem.runners import DaskRunner
 
     params = {
@@ -126,15 +110,6 @@ def main() -> None:
         "memscore": {"m": args.m, "epochs": args.epochs, "n_shards": args.shards},
         "progress": False,
     }
-    try:
-        pickle.dumps(memscore_nodes.make_shard_node(0, 2))
-        parallel_note = "the project's own shard nodes"
-    except (AttributeError, pickle.PicklingError, TypeError):
-        import wemem.pipelines.memscore.pipeline as memscore_pipeline
-
-        memscore_pipeline.make_shard_node = ShardNode
-        parallel_note = ("make_shard_node returns closures, which ParallelRunner cannot pickle: all "
-                         "runners here ran a picklable stand-in (ShardNode) that calls the same code")
 
     runners = [
         ("sequential_1_thread", lambda: SequentialRunner(), 1),
@@ -169,7 +144,6 @@ def main() -> None:
         "cores": os.cpu_count(),
         "data_ingestion": ingest,
         "runs": runs,
-        "parallel_runner_nodes": parallel_note,
         "environment": {
             "python": platform.python_version(),
             "machine": platform.machine(),
@@ -186,7 +160,6 @@ def main() -> None:
         print(f"{name:22s} {r['seconds']:7.1f} {r['speedup_vs_sequential_1_thread']:8.2f}x "
               f"{r['shard_training_seconds_sum']:8.1f} {r['shards_at_once']:8.2f} "
               f"{r['load_before']:5.2f}-{r['load_after']:<5.2f}  {r['memscores_identical_to_reference']}")
-    print(f"ParallelRunner: {parallel_note}")
     print(f"wrote {args.out}")
 
 

@@ -1,19 +1,18 @@
 """Runner tests: a temporary copy of the project, run on tiny settings with different runners.
 
-The copy holds the project's ``conf/base`` and ``pyproject.toml`` (the package itself is the
+The copy holds the project's ``conf/`` and ``pyproject.toml`` (the package itself is the
 installed one); ``data/`` lives under the copy, so runs never touch the real project's data.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import make_project as copy_project
 
 # mnist1d with 600 samples, 4 models of 2 epochs in 2 memscore shards: seconds per run
 TINY = {
@@ -25,14 +24,10 @@ SLICE = ["data_ingestion", "memscore"]
 
 
 def make_project(root: Path) -> Path:
-    """A runnable copy of the project under ``root`` (MLflow tracking off)."""
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(REPO / "conf" / "base", root / "conf" / "base")
-    (root / "conf" / "local").mkdir()
+    """A runnable copy of the project under ``root`` (``tests.conftest.make_project``), MLflow
+    tracking off."""
+    copy_project(root)
     (root / "conf" / "local" / "mlflow.yml").write_text("enabled: false\n")
-    (root / "src").mkdir()  # Kedro wants it; `wemem` is imported from the installed package
-    (root / ".telemetry").write_text("consent: false\n")
     return root
 
 

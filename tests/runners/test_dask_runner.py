@@ -7,7 +7,6 @@ Everything listens on 127.0.0.1 only. The whole file takes about a minute on 2 c
 
 from __future__ import annotations
 
-import faulthandler
 import os
 import subprocess
 import sys
@@ -27,22 +26,10 @@ QUIET_ENV = {"DO_NOT_TRACK": "1", "KEDRO_DISABLE_TELEMETRY": "1", "WEMEM_MLFLOW_
 
 @pytest.fixture(scope="module", autouse=True)
 def quiet_env():
-    saved = {k: os.environ.get(k) for k in QUIET_ENV}
-    os.environ.update(QUIET_ENV)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(autouse=True)
-def time_limit():
-    """No test may hang: after 240 s the stacks are printed and the test process exits."""
-    faulthandler.dump_traceback_later(240, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in QUIET_ENV.items():
+            mp.setenv(key, value)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +37,6 @@ def cluster(quiet_env):
     """Two single-threaded worker processes on 127.0.0.1 (OMP_NUM_THREADS=1 in each)."""
     with local_cluster(n_workers=2) as local:
         yield local
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Torch in this process with one thread, like each Dask worker: same seed, same arithmetic."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

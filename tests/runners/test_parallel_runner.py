@@ -2,15 +2,11 @@
 processes with one torch thread each give exactly what SequentialRunner gives.
 
 ParallelRunner pickles every node with the standard pickler, so node functions must be
-module-level objects. The memscore shard nodes are closures made by ``make_shard_node``; until
-that factory returns a picklable callable, the test on the project's own nodes is an expected
-failure, and the other test runs the same shard code through a picklable stand-in.
+module-level objects: the memscore shard nodes are instances of ``ShardNode``.
 """
 
 from __future__ import annotations
 
-import faulthandler
-import os
 import pickle
 from pathlib import Path
 
@@ -27,73 +23,29 @@ ENV = {
 }
 
 
-def _shard_nodes_picklable() -> bool:
-    try:
-        pickle.dumps(make_shard_node(0, 2))
-    except (AttributeError, pickle.PicklingError, TypeError):
-        return False
-    return True
-
-
-class ShardNode:
-    """A picklable stand-in for ``make_shard_node(shard, n_shards)``: the same shard code."""
-
-    def __init__(self, shard: int, n_shards: int):
-        self.shard, self.n_shards = shard, n_shards
-        self.__name__ = f"estimate_memscore_shard_{shard}"
-
-    def __call__(self, arrays, splits, info, memscore, seed, device, progress):
-        return make_shard_node(self.shard, self.n_shards)(arrays, splits, info, memscore, seed, device, progress)
-
-
-@pytest.fixture(autouse=True)
-def time_limit():
-    """No test may hang: after 240 s the stacks are printed and the test process exits."""
-    faulthandler.dump_traceback_later(240, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-
-
 @pytest.fixture(scope="module")
 def env():
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        yield
 
 
 @pytest.fixture(scope="module")
-def sequential_project(tmp_path_factory, env) -> Path:
+def sequential_project(tmp_path_factory, env, one_thread) -> Path:
     """The slice run sequentially with one torch thread, like each parallel worker."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        project = make_project(tmp_path_factory.mktemp("sequential") / "proj")
-        run_project(project, SequentialRunner())
-    finally:
-        torch.set_num_threads(before)
+    project = make_project(tmp_path_factory.mktemp("sequential") / "proj")
+    run_project(project, SequentialRunner())
     return project
 
 
-def test_parallel_runner_with_picklable_shard_nodes_equals_sequential(sequential_project, tmp_path, monkeypatch):
-    monkeypatch.setattr("wemem.pipelines.memscore.pipeline.make_shard_node", ShardNode)
+def test_shard_nodes_pickle_with_the_standard_pickler():
+    node = pickle.loads(pickle.dumps(make_shard_node(1, 2)))
+    assert (node.shard, node.n_shards, node.__name__) == (1, 2, "estimate_memscore_shard_1")
+
+
+def test_parallel_runner_on_the_project_nodes_equals_sequential(sequential_project, tmp_path):
     project = make_project(tmp_path / "proj")
     outputs = run_project(project, ParallelRunner(max_workers=2))
     assert set(outputs) == {"split_sizes", "memscore_summary", "memscore_distribution_plot"}
-    assert_same_results(results(sequential_project), results(project))
-
-
-@pytest.mark.xfail(
-    not _shard_nodes_picklable(), strict=True, raises=AttributeError,
-    reason="memscore shard nodes are closures (make_shard_node); ParallelRunner cannot pickle them",
-)
-def test_parallel_runner_on_the_project_nodes_equals_sequential(sequential_project, tmp_path):
-    project = make_project(tmp_path / "proj")
-    run_project(project, ParallelRunner(max_workers=2))
     assert_same_results(results(sequential_project), results(project))
