@@ -1,6 +1,6 @@
 """Benchmark: SAMIA's Transformer written out (``wemem.ml.attacks.classifier.SamiaTransformer``:
 fused QKV, attention by two batched matmuls, 16-bit dropout draws) against the same
-architecture built from torch's ``nn.TransformerEncoder`` (pre-LN layers, ``bernoulli_``
+architecture with torch's ``nn.TransformerEncoderLayer`` blocks (pre-LN, ``bernoulli_``
 dropout), in one run, on the CPU.
 
 Both are trained by the project's ``fit_attack_model`` with the default run's attack settings
@@ -36,23 +36,17 @@ from wemem.ml.attacks.classifier import SamiaTransformer, fit_attack_model, pred
 RESULTS = Path(__file__).resolve().parent / "results" / "samia_speed.json"
 
 
-class TorchEncoderSamia(nn.Module):
-    """The baseline: the same SAMIA architecture on ``nn.TransformerEncoder``."""
+class TorchEncoderSamia(SamiaTransformer):
+    """The baseline: the same model with torch's pre-LN ``nn.TransformerEncoderLayer`` blocks."""
 
     def __init__(self, num_classes: int, width: int = 64, layers: int = 3, heads: int = 4,
                  dropout: float = 0.2):
-        super().__init__()
-        self.num_classes = num_classes
-        self.embed = nn.Linear(3, width)
-        self.position = nn.Parameter(torch.randn(num_classes, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(d_model=width, nhead=heads, dim_feedforward=2 * width,
-                                           dropout=dropout, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=layers, enable_nested_tensor=False)
-        self.head = nn.Linear(width, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(self.embed(x.view(x.shape[0], self.num_classes, 3)) + self.position)
-        return self.head(h.mean(dim=1))
+        super().__init__(num_classes, width, layers, heads, dropout)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(d_model=width, nhead=heads, dim_feedforward=2 * width,
+                                       dropout=dropout, batch_first=True, norm_first=True)
+            for _ in range(layers)
+        )
 
 
 def synthetic_samia(n: int, c: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
