@@ -45,6 +45,7 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,19 +134,26 @@ def time_fit(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
             "peak_mem_mib": _peak_mib(device)}
 
 
+def batch_sweep(name: str, make_model: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor,
+                batches: list[int], epochs: int, device: torch.device) -> list[dict]:
+    """``time_fit`` of a freshly built model (seed 0) at each batch size."""
+    runs = []
+    for batch in batches:
+        torch.manual_seed(0)
+        rec = time_fit(make_model().to(device), x, y, batch, epochs, device, f"{name} b{batch}")
+        runs.append(rec)
+        print(f"  {name:9s} batch {batch:5d}: {rec['samples_per_s']:>12,.0f} samples/s "
+              f"({rec['steps_per_s']:,.0f} steps/s)", flush=True)
+    return runs
+
+
 def bench_column_fc(sz: dict, device: torch.device, location_dir: str, rng: np.random.Generator) -> dict:
     xs, ys, _, source = location_data(location_dir, rng)
     x, y = to_tensors(xs, ys, device)
-    out = {"data": source, "rows": int(x.shape[0]), "features": int(x.shape[1]), "classes": int(ys.max() + 1),
-           "runs": []}
-    for batch in sz["fc_batches"]:
-        torch.manual_seed(0)
-        model = build_model("column_fc", (x.shape[1],), int(ys.max() + 1)).to(device)
-        rec = time_fit(model, x, y, batch, sz["fc_epochs"], device, f"column_fc b{batch}")
-        out["runs"].append(rec)
-        print(f"  column_fc batch {batch:5d}: {rec['samples_per_s']:>12,.0f} samples/s "
-              f"({rec['steps_per_s']:,.0f} steps/s)", flush=True)
-    return out
+    classes = int(ys.max() + 1)
+    runs = batch_sweep("column_fc", lambda: build_model("column_fc", (x.shape[1],), classes),
+                       x, y, sz["fc_batches"], sz["fc_epochs"], device)
+    return {"data": source, "rows": int(x.shape[0]), "features": int(x.shape[1]), "classes": classes, "runs": runs}
 
 
 def bench_resnet18(sz: dict, device: torch.device, rng: np.random.Generator) -> dict:
@@ -153,15 +161,10 @@ def bench_resnet18(sz: dict, device: torch.device, rng: np.random.Generator) -> 
     xs = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
     ys = rng.integers(0, 10, n).astype(np.int64)
     x, y = to_tensors(xs, ys, device)
-    out = {"data": f"random uint8 {n} x 3 x 32 x 32, 10 classes", "rows": n, "runs": []}
-    for batch in sz["rn_batches"]:
-        torch.manual_seed(0)
-        model = build_model("resnet18", (3, 32, 32), 10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)).to(device)
-        rec = time_fit(model, x, y, batch, sz["rn_epochs"], device, f"resnet18 b{batch}")
-        out["runs"].append(rec)
-        print(f"  resnet18  batch {batch:5d}: {rec['samples_per_s']:>12,.0f} samples/s "
-              f"({rec['steps_per_s']:,.0f} steps/s)", flush=True)
-    return out
+    runs = batch_sweep(
+        "resnet18", lambda: build_model("resnet18", (3, 32, 32), 10, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26)),
+        x, y, sz["rn_batches"], sz["rn_epochs"], device)
+    return {"data": f"random uint8 {n} x 3 x 32 x 32, 10 classes", "rows": n, "runs": runs}
 
 
 def bench_resnet18_nondeterministic(sz: dict, device: torch.device, rng: np.random.Generator) -> dict:
