@@ -12,17 +12,8 @@ import torch  # noqa: F401
 # and nothing a user of this project can act on.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
-from wemem.hooks import MlflowTrackingHook, ReportLocationHook, StructureHook
+from wemem.config import CONFIG_LOADER_ARGS  # noqa: E402,F401
+from wemem.hooks import GraphHook, MlflowTrackingHook, ReportLocationHook, TorchSetupHook, ValidationHook  # noqa: E402
 
-HOOKS = (StructureHook(), MlflowTrackingHook(), ReportLocationHook())
-
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # an environment such as conf/paper overrides single nested keys, not whole sections
-    "merge_strategy": {"parameters": "soft"},
-    "config_patterns": {
-        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-        "mlflow": ["mlflow*", "mlflow*/**"],
-    },
-}
+# order matters: parameters are checked before anything uses them
+HOOKS = (ValidationHook(), TorchSetupHook(), GraphHook(), MlflowTrackingHook(), ReportLocationHook())

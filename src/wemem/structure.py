@@ -14,33 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wemem.config import CONFIG_LOADER_ARGS
+from wemem.ml.grid import Combo, combos_from
+
 _config_loader: Any = None
 _built_for: tuple | None = None
-
-
-@dataclass(frozen=True)
-class Combo:
-    """One (pruning method, sparsity, defense variant) cell of the grid."""
-
-    method: str | None
-    sparsity: float | None
-    variant: str
-    one_shot: bool = False
-
-    @property
-    def namespace(self) -> str:
-        if self.method is None:
-            return self.variant
-        return f"{self.method}_s{round(self.sparsity * 100):02d}.{self.variant}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "method": self.method,
-            "sparsity": self.sparsity,
-            "variant": self.variant,
-            "one_shot": self.one_shot,
-        }
 
 
 @dataclass(frozen=True)
@@ -63,10 +41,7 @@ def _conf_source() -> str:
 def _default_loader():
     from kedro.config import OmegaConfigLoader
 
-    from wemem import settings as project_settings
-
-    args = dict(project_settings.CONFIG_LOADER_ARGS)
-    return OmegaConfigLoader(conf_source=_conf_source(), env=os.environ.get("KEDRO_ENV"), **args)
+    return OmegaConfigLoader(conf_source=_conf_source(), env=os.environ.get("KEDRO_ENV"), **CONFIG_LOADER_ARGS)
 
 
 def set_config_loader(config_loader: Any) -> None:
@@ -90,30 +65,11 @@ def parameters() -> dict[str, Any]:
     return loader["parameters"]
 
 
-def combos_from(params: dict[str, Any]) -> tuple[Combo, ...]:
-    """Expands ``pruning_defense.grid`` (+ reference rows) into the combinations to run."""
-    pd_params = params.get("pruning_defense", {})
-    grid = pd_params.get("grid", {})
-    methods = list(grid.get("methods", []))
-    sparsities = [float(s) for s in grid.get("sparsities", [])]
-    defenses = list(grid.get("defenses", []))
-    combos: list[Combo] = []
-    refs = pd_params.get("reference", {})
-    if refs.get("unpruned", True):
-        combos.append(Combo(None, None, "unpruned"))
-    for method in methods:
-        for sparsity in sparsities:
-            if refs.get("one_shot", True):
-                combos.append(Combo(method, sparsity, "one_shot", one_shot=True))
-            combos.extend(Combo(method, sparsity, d) for d in defenses)
-    return tuple(combos)
-
-
 def current() -> Structure:
     params = parameters()
     memscore = params.get("memscore", {})
     return Structure(
         n_shards=int(memscore.get("n_shards", 1)),
         import_csv=bool(memscore.get("import_csv")),
-        combos=combos_from(params),
+        combos=combos_from(params.get("pruning_defense", {})),
     )

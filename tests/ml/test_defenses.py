@@ -180,7 +180,7 @@ def test_rsw_each_class_gets_its_own_window(order):
     x = torch.randn(labels.size, D)
     y = torch.as_tensor(labels)
     w, s = 4, 2
-    strategy = RSW(w=w, s=s, order=order, scores=scores, labels=labels)
+    strategy = RSW(RSW.Settings(w=w, s=s, order=order), scores=scores, labels=labels)
     strategy.bind(_model(), x, y, _cfg(), torch.Generator().manual_seed(0))
     for epoch in range(6):
         got = set(strategy.epoch_indices(epoch, labels.size).tolist())
@@ -199,7 +199,7 @@ def test_rsw_each_class_gets_its_own_window(order):
 
 def test_rsw_h2l_starts_with_highest_scores(data):
     train, _, _, scores = data
-    st = _bound(RSW(w=3, s=3, order="h2l", scores=scores, labels=train[1].numpy()), data)
+    st = _bound(RSW(RSW.Settings(w=3, s=3, order="h2l"), scores=scores, labels=train[1].numpy()), data)
     first = st.epoch_indices(0, N_TRAIN).numpy()
     labels = train[1].numpy()
     for c in range(C):
@@ -232,7 +232,7 @@ def test_rsw_training_stops_when_windows_run_out(data):
 def test_rsw_rejects_misaligned_scores(data):
     train, _, _, scores = data
     with pytest.raises(ValueError, match="training set"):
-        _bound(RSW(w=3, s=1, scores=scores[:-1], labels=train[1].numpy()[:-1]), data)
+        _bound(RSW(RSW.Settings(w=3, s=1), scores=scores[:-1], labels=train[1].numpy()[:-1]), data)
 
 
 # ------------------------------------------------------------------ RMR
@@ -251,7 +251,7 @@ def test_risky_mask_value_and_fraction():
 def test_rmr_splits_at_tau_and_records_n_risky(mode, tau, data):
     train, dev, _, scores = data
     model = _model()
-    st = RMR(tau=tau, tau_mode=mode, lambda_r=0.1, lambda_g=5e-4, scores=scores, labels=train[1].numpy())
+    st = RMR(RMR.Settings(tau=tau, tau_mode=mode, lambda_r=0.1, lambda_g=5e-4), scores=scores, labels=train[1].numpy())
     expected = scores >= tau if mode == "value" else scores >= np.sort(scores)[::-1][round(tau * N_TRAIN) - 1]
     assert np.array_equal(st.risky, expected)
     result = fit(model, train, dev, _cfg(epochs=1), st)
@@ -269,7 +269,7 @@ def test_rmr_splits_at_tau_and_records_n_risky(mode, tau, data):
 def test_rmr_loss_is_ce_plus_per_sample_l2(data):
     train, _, _, scores = data
     model = _model()
-    st = _bound(RMR(tau=0.5, lambda_r=0.1, lambda_g=5e-4, scores=scores, labels=train[1].numpy()), data, model)
+    st = _bound(RMR(RMR.Settings(tau=0.5, lambda_r=0.1, lambda_g=5e-4), scores=scores, labels=train[1].numpy()), data, model)
     idx = torch.arange(8)
     logits = model(train[0][idx])
     got = st.loss(model, logits, train[1][idx], idx, 0)
@@ -381,7 +381,7 @@ def test_dpsgd_refuses_batchnorm_models(data):
             return self.out(torch.relu(self.bn(self.fc1(x))))
 
     with pytest.raises(ValueError, match="GroupNorm"):
-        fit(WithBN(), train, dev, _cfg(epochs=1), DPSGD(sigma=1.0))
+        fit(WithBN(), train, dev, _cfg(epochs=1), DPSGD(DPSGD.Settings(sigma=1.0)))
 
 
 # ------------------------------------------------------------------ settings validation

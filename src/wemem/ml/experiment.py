@@ -18,6 +18,7 @@ from torch import nn
 from .models import build_model
 
 __all__ = [
+    "describe_data",
     "RoleData",
     "roles",
     "role_data",
@@ -27,7 +28,14 @@ __all__ = [
     "make_model",
     "models_payload",
     "load_models",
+    "role_seed",
 ]
+
+
+def role_seed(seed: int, index: int, stage: str) -> int:
+    """The seed of role number ``index`` (victim 0, shadow_i i+1) in one stage of the run:
+    ``train`` (training the victim/shadows) or ``prune`` (pruning + fine-tuning them)."""
+    return int(seed) + 1000 * index + {"train": 0, "prune": 7}[stage]
 
 
 @dataclass
@@ -39,6 +47,25 @@ class RoleData:
     dev: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     train_rows: np.ndarray  # row indices into the raw dataset
+
+
+def describe_data(raw: Any, raw_dir: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays to store of a loaded dataset (features, labels, and the test mask of datasets
+    with their own test set) and what the data is (``dataset_info``)."""
+    arrays = {"features": raw.features, "labels": raw.labels}
+    if raw.test_mask is not None:
+        arrays["test_mask"] = raw.test_mask
+    info = {
+        "name": raw.name,
+        "kind": raw.kind,
+        "num_samples": int(raw.labels.shape[0]),
+        "input_shape": list(raw.features.shape[1:]),
+        "num_classes": int(raw.num_classes),
+        "mean": list(raw.mean) if raw.mean is not None else None,
+        "std": list(raw.std) if raw.std is not None else None,
+        "raw_dir": raw_dir,
+    }
+    return arrays, info
 
 
 def roles(splits: dict[str, np.ndarray]) -> list[str]:
@@ -93,12 +120,12 @@ def role_scores(scores: pd.DataFrame, splits: dict[str, np.ndarray], rows: np.nd
     return table["score"].to_numpy(dtype=np.float64)[pool_positions(splits, rows)]
 
 
-def make_model(info: dict[str, Any], device: torch.device) -> nn.Module:
-    """A fresh model for the dataset described by ``info`` (from data_ingestion)."""
+def make_model(model: str, info: dict[str, Any], device: torch.device) -> nn.Module:
+    """A fresh ``model`` (a :data:`wemem.ml.models.MODELS` name) for the data described by ``info``."""
     kwargs: dict[str, Any] = {}
     if info.get("kind") == "image":
         kwargs = {"mean": info["mean"], "std": info["std"]}
-    return build_model(info["model"], tuple(info["input_shape"]), int(info["num_classes"]), **kwargs).to(device)
+    return build_model(model, tuple(info["input_shape"]), int(info["num_classes"]), **kwargs).to(device)
 
 
 def models_payload(models: dict[str, nn.Module], meta: dict[str, Any]) -> dict[str, Any]:
@@ -106,12 +133,12 @@ def models_payload(models: dict[str, nn.Module], meta: dict[str, Any]) -> dict[s
     return {"meta": meta, "models": {name: m.state_dict() for name, m in models.items()}}
 
 
-def load_models(payload: dict[str, Any], info: dict[str, Any], device: torch.device) -> dict[str, nn.Module]:
-    """Rebuilds the modules of a saved payload (evaluation mode)."""
+def load_models(payload: dict[str, Any], model: str, info: dict[str, Any], device: torch.device) -> dict[str, nn.Module]:
+    """Rebuilds the ``model`` modules of a saved payload (evaluation mode)."""
     out = {}
     for name, state in payload["models"].items():
-        model = make_model(info, device)
-        model.load_state_dict(state)
-        model.eval()
-        out[name] = model
+        net = make_model(model, info, device)
+        net.load_state_dict(state)
+        net.eval()
+        out[name] = net
     return out

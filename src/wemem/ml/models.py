@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wemem.ml.registry import Registry
+
 __all__ = [
     "ColumnFC",
     "ResNet18",
     "VGG16BN",
     "DenseNet121",
-    "MODEL_REGISTRY",
+    "MODELS",
     "build_model",
     "prunable_modules",
 ]
@@ -245,31 +247,25 @@ def _image(cls: type[nn.Module]) -> Callable[..., nn.Module]:
     return make
 
 
-MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "column_fc": _tabular(ColumnFC),
-    "resnet18": _image(ResNet18),
-    "vgg16_bn": _image(VGG16BN),
-    "densenet121": _image(DenseNet121),
-}
+MODELS = Registry("model")
+"""name → factory ``(input_shape, num_classes, **kwargs) -> nn.Module``."""
+MODELS.register("column_fc", label="ColumnFC", family="tabular")(_tabular(ColumnFC))
+MODELS.register("resnet18", label="ResNet18", family="image")(_image(ResNet18))
+MODELS.register("vgg16_bn", label="VGG16-BN", family="image")(_image(VGG16BN))
+MODELS.register("densenet121", label="DenseNet121", family="image")(_image(DenseNet121))
 
 
 def build_model(arch: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
     """Builds a model by registry name.
 
     Args:
-        arch: one of ``MODEL_REGISTRY`` (``column_fc``, ``resnet18``, ``vgg16_bn``, ``densenet121``).
+        arch: one of :data:`MODELS` (``column_fc``, ``resnet18``, ``vgg16_bn``, ``densenet121``).
         input_shape: shape of one sample (``(d,)`` or ``(C, H, W)``).
         num_classes: number of output classes.
         **kwargs: architecture options (``mean``/``std`` for image models, ``hidden``/``dropout``
             for ColumnFC).
     """
-    try:
-        factory = MODEL_REGISTRY[arch]
-    except KeyError:
-        raise ValueError(
-            f"unknown model architecture {arch!r}; choose one of {sorted(MODEL_REGISTRY)}"
-        ) from None
-    return factory(input_shape, num_classes, **kwargs)
+    return MODELS[arch].obj(input_shape, num_classes, **kwargs)
 
 
 def prunable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from wemem.ml.models import prunable_modules
+from wemem.ml.registry import Registry
 
 __all__ = [
     "PRUNING_METHODS",
@@ -44,14 +45,22 @@ __all__ = [
     "iterative_prune",
 ]
 
-PRUNING_METHODS = ("l1_unstructured", "l1_structured", "l2_structured")
-
 Masks = dict[str, torch.Tensor]
+
+PRUNING_METHODS = Registry("pruning method")
+"""name → a function ``(module, amount)`` that prunes ``amount`` more units of ``module.weight``
+with ``torch.nn.utils.prune``; ``structured=True`` entries count output rows/channels as units."""
+
+PRUNING_METHODS.register("l1_unstructured", label="L1 unstructured", family="unstructured", structured=False)(
+    lambda module, amount: prune.l1_unstructured(module, "weight", amount=amount))
+PRUNING_METHODS.register("l1_structured", label="L1 structured", family="structured", structured=True)(
+    lambda module, amount: prune.ln_structured(module, "weight", amount=amount, n=1, dim=0))
+PRUNING_METHODS.register("l2_structured", label="L2 structured", family="structured", structured=True)(
+    lambda module, amount: prune.ln_structured(module, "weight", amount=amount, n=2, dim=0))
 
 
 def _check_method(method: str) -> str:
-    if method not in PRUNING_METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; choose one of {list(PRUNING_METHODS)}")
+    PRUNING_METHODS[method]  # raises UnknownName (a ValueError) naming the methods
     return method
 
 
@@ -115,10 +124,10 @@ def prune_step(model: nn.Module, masks: Masks | None, method: str, target: float
     Returns:
         The new masks ``{module name: bool tensor}`` (old mask AND this step's mask).
     """
-    _check_method(method)
+    entry = PRUNING_METHODS[method]
     target = _check_sparsity("target", target)
     masks = dict(masks) if masks is not None else full_masks(model)
-    structured = method != "l1_unstructured"
+    structured = bool(entry.extra["structured"])
     new_masks: Masks = {}
     for name, module in prunable_modules(model):
         weight = module.weight
@@ -135,10 +144,7 @@ def prune_step(model: nn.Module, masks: Masks | None, method: str, target: float
             continue
         # re-install the old mask so torch computes the new one on the still-unpruned part
         prune.custom_from_mask(module, "weight", old)
-        if method == "l1_unstructured":
-            prune.l1_unstructured(module, "weight", amount=increment)
-        else:
-            prune.ln_structured(module, "weight", amount=increment, n=1 if method == "l1_structured" else 2, dim=0)
+        entry.obj(module, increment)
         step_mask = module.weight_mask.detach().to(torch.bool)
         prune.remove(module, "weight")  # weights now hold real zeros, no hooks left
         new_masks[name] = old & step_mask

@@ -11,13 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["ORDERS", "rank_per_class", "class_window", "epoch_window", "window_preview"]
+__all__ = ["ORDERS", "order_key", "rank_per_class", "rankings_table", "preview_table", "class_window", "epoch_window", "window_preview"]
 
 ORDERS = ("h2l", "l2h")
 
 
+def order_key(order: str) -> str:
+    """``h2l`` / ``l2h`` from the spellings users write (``H2L``, ``h->l``, ``h→l``, ``h_2_l``)."""
+    return order.lower().replace("→", "2").replace("->", "2").replace("_", "")
+
+
 def _check_order(order: str) -> str:
-    key = order.lower().replace("→", "2").replace("->", "2").replace("_", "")
+    key = order_key(order)
     if key not in ORDERS:
         raise ValueError(f"unknown ranking order {order!r}; use 'h2l' (highest first) or 'l2h' (lowest first)")
     return key
@@ -86,3 +91,33 @@ def window_preview(
         total = int(seen.sum())
         rows.append({"class": c, "epoch": -1, "window_size": total, "distinct_so_far": total, "class_size": int(ranked.size)})
     return pd.DataFrame(rows, columns=["class", "epoch", "window_size", "distinct_so_far", "class_size"])
+
+
+def rankings_table(memscores: pd.DataFrame) -> pd.DataFrame:
+    """Per-class rankings of the train pool by normalised score, both orders, ties by index.
+
+    Returns a long table: ``order, label, rank, index, score`` (``index`` = train-pool position).
+    """
+    table = memscores.sort_values("index").reset_index(drop=True)
+    scores = table["score"].to_numpy()
+    labels = table["label"].to_numpy()
+    index = table["index"].to_numpy()
+    parts = []
+    for order in ORDERS:
+        for label, pos in rank_per_class(scores, labels, order).items():
+            parts.append(pd.DataFrame({
+                "order": order, "label": label, "rank": np.arange(pos.size),
+                "index": index[pos], "score": scores[pos],
+            }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def preview_table(rankings: pd.DataFrame, epochs: int, width: int, step: int) -> pd.DataFrame:
+    """:func:`window_preview` of a :func:`rankings_table` (h2l order; sizes are the same in
+    both), with the window's ``w`` and ``s`` as the first columns."""
+    h2l = rankings[rankings["order"] == "h2l"].sort_values(["label", "rank"])
+    ranked = {int(c): g["index"].to_numpy() for c, g in h2l.groupby("label")}
+    preview = window_preview(ranked, int(epochs), int(width), int(step))
+    preview.insert(0, "s", int(step))
+    preview.insert(0, "w", int(width))
+    return preview

@@ -29,7 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from wemem.ml.schema import NonNeg, Pos, PosInt, Section
+
 __all__ = [
+    "TrainSettings",
+    "FinetuneSettings",
     "TrainConfig",
     "FitResult",
     "Strategy",
@@ -44,6 +48,22 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class FinetuneSettings(Section):
+    """``pruning_defense.finetune``: fine-tuning of every pruning iteration (SPEC §6); the weight
+    decay is the defense's λ_g."""
+
+    epochs: PosInt
+    patience: PosInt
+    batch_size: PosInt
+    lr: Pos
+
+
+class TrainSettings(FinetuneSettings):
+    """``training``: how the victim and the shadows are trained (SPEC §3)."""
+
+    weight_decay: NonNeg
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -10,13 +10,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 load_raw_dataset,
-                ["params:dataset", "params:datasets", "params:data_ingestion"],
+                ["params:dataset", "params:dataset_settings", "params:data_ingestion"],
                 ["dataset_arrays", "dataset_info"],
                 name="load_raw_dataset",
             ),
             Node(
                 split_dataset,
-                ["dataset_arrays", "dataset_info", "params:data_ingestion.split", "params:seed"],
+                ["dataset_arrays", "dataset_info", "params:dataset_settings", "params:data_ingestion.split", "params:seed"],
                 ["splits", "split_sizes"],
                 name="split_dataset",
             ),

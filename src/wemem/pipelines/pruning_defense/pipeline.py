@@ -4,34 +4,37 @@ defense) that prunes and fine-tunes all of them the same way."""
 from kedro.pipeline import Node, Pipeline
 
 from wemem import structure
+from wemem.ml.grid import Combo
 
-from .nodes import make_prune_node, train_original_models
+from .nodes import PruneNode, train_original_models
 
 SHARED_INPUTS = {"original_models", "dataset_arrays", "splits", "rankings", "dataset_info"}
-SHARED_PARAMS = {"params:pruning_defense", "params:defenses", "params:seed", "params:device", "params:progress"}
+RUN_PARAMS = ["params:seed", "params:device", "params:progress"]
 
 
-def combo_pipeline(combo: structure.Combo) -> Pipeline:
+def combo_pipeline(combo: Combo) -> Pipeline:
     """The namespaced pipeline of one combination."""
+    variant = f"params:defenses.{combo.defense_variant}"
     node = Node(
-        make_prune_node(combo),
-        ["original_models", "dataset_arrays", "splits", "rankings", "dataset_info",
-         "params:pruning_defense", "params:defenses", "params:seed", "params:device", "params:progress"],
+        PruneNode(combo),
+        ["original_models", "dataset_arrays", "splits", "rankings", "dataset_info", "params:dataset_settings",
+         variant, "params:pruning_defense.n_iter", "params:pruning_defense.finetune", *RUN_PARAMS],
         ["pruned_models", "finetune_log"],
         name="prune_and_defend",
     )
-    return Pipeline([node], namespace=combo.namespace, inputs=SHARED_INPUTS, parameters=SHARED_PARAMS)
+    params = {"params:dataset_settings", variant, "params:pruning_defense.n_iter", "params:pruning_defense.finetune",
+              *RUN_PARAMS}
+    return Pipeline([node], namespace=combo.namespace, inputs=SHARED_INPUTS, parameters=params)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    shape = structure.current()
     train = Pipeline([
         Node(
             train_original_models,
-            ["dataset_arrays", "splits", "dataset_info", "params:training", "params:seed", "params:device", "params:progress"],
+            ["dataset_arrays", "splits", "dataset_info", "params:dataset_settings", "params:training", *RUN_PARAMS],
             ["original_models", "training_log"],
             name="train_original_models",
         )
     ])
-    combos = [combo_pipeline(c) for c in shape.combos if c.method is not None]
+    combos = [combo_pipeline(c) for c in structure.current().combos if c.method is not None]
     return sum(combos, train)

@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(rank_memscores, "memscores", "rankings", name="rank_memscores"),
             Node(
                 preview_windows,
-                ["rankings", "dataset_info", "params:ranking"],
+                ["rankings", "params:dataset_settings", "params:ranking"],
                 "window_preview",
                 name="preview_windows",
             ),

@@ -1,0 +1,40 @@
+"""The eight fine-tuning defenses (SPEC §7) as strategies for the one training loop.
+
+=========  ===============  ==============================================
+module     defenses         job
+=========  ===============  ==============================================
+base       base             registry, mask-keeping strategy, plain fine-tuning
+memorisation rsw, rmr, swmr WeMem: windows over the mem-score ranking, risky-sample L2
+regularisers ppb, relaxloss losses of the existing defenses
+adversarial adv             min-max game with an inference model
+dpsgd      dpsgd            Opacus per-sample clipping + noise, ε accounting
+schedule   —                settings → strategy; prune + fine-tune under one defense
+=========  ===============  ==============================================
+
+Adding a defense = one module that registers a class in :data:`DEFENSES` (with its nested
+``Settings`` schema), imported below, plus a variant under ``defenses:`` in conf.
+"""
+
+# registration order = the order tables list them in
+from . import memorisation, regularisers, adversarial, dpsgd  # noqa: F401,I001  (register the defenses)
+from .adversarial import ADV
+from .base import DEFENSES, LAMBDA_G, Base, DefenseState, MaskedStrategy
+from .dpsgd import DPSGD
+from .memorisation import RMR, RSW, SWMR, TAU_MODES, risky_mask
+from .regularisers import PPB, RelaxLoss, ppb_loss, relaxloss_flatten_targets
+from .schedule import (
+    build_strategy,
+    defense_settings,
+    finetune_config,
+    parse_settings,
+    prune_and_finetune,
+    resolve_settings,
+    setting_names,
+)
+
+__all__ = [
+    "ADV", "DEFENSES", "DPSGD", "LAMBDA_G", "PPB", "RMR", "RSW", "SWMR", "TAU_MODES", "Base", "DefenseState",
+    "MaskedStrategy", "RelaxLoss", "build_strategy", "defense_settings", "finetune_config", "parse_settings",
+    "ppb_loss", "prune_and_finetune", "relaxloss_flatten_targets", "resolve_settings", "risky_mask",
+    "setting_names",
+]

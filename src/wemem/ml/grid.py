@@ -1,0 +1,59 @@
+"""The experiment grid: which (pruning method × sparsity × defense variant) combinations run.
+
+Each combination is one namespace of the pipelines (``l1_unstructured_s60.rsw``); the
+reference rows are ``unpruned`` (the trained models as they are) and
+``<method>_s<NN>.one_shot`` (one pruning step to the final sparsity, then Base fine-tuning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Combo", "combos_from"]
+
+
+@dataclass(frozen=True)
+class Combo:
+    """One (pruning method, sparsity, defense variant) cell of the grid."""
+
+    method: str | None
+    sparsity: float | None
+    variant: str
+    one_shot: bool = False
+
+    @property
+    def namespace(self) -> str:
+        if self.method is None:
+            return self.variant
+        return f"{self.method}_s{round(self.sparsity * 100):02d}.{self.variant}"
+
+    @property
+    def defense_variant(self) -> str:
+        """The variant under ``defenses:`` it fine-tunes with (the one-shot reference: ``base``)."""
+        return "base" if self.one_shot else self.variant
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "method": self.method,
+            "sparsity": self.sparsity,
+            "variant": self.variant,
+            "one_shot": self.one_shot,
+        }
+
+
+def combos_from(pruning_defense: Mapping[str, Any]) -> tuple[Combo, ...]:
+    """Expands ``pruning_defense.grid`` (+ its ``reference`` rows) into the combinations to run."""
+    grid = pruning_defense.get("grid", {})
+    refs = pruning_defense.get("reference", {})
+    combos: list[Combo] = []
+    if refs.get("unpruned", True):
+        combos.append(Combo(None, None, "unpruned"))
+    for method in grid.get("methods", []):
+        for sparsity in (float(s) for s in grid.get("sparsities", [])):
+            if refs.get("one_shot", True):
+                combos.append(Combo(method, sparsity, "one_shot", one_shot=True))
+            combos.extend(Combo(method, sparsity, d) for d in grid.get("defenses", []))
+    return tuple(combos)
