@@ -12,7 +12,8 @@ default torch settings (``deterministic: true``: deterministic kernels, no cuDNN
   (3x32x32, 10 classes); samples/s at batch 128 and a larger batch;
 * ``memscore``: models/s of the Feldman-Zhang estimator's stacked ensemble (``estimate_shard``,
   device cuda, the project's memscore settings: 20 epochs, r = 0.7, batch 128) on the Location
-  train pool, against a plain loop of single models on the same GPU (``baseline_loop``), both
+  train pool, against a plain loop of single models on the same GPU (``baseline_loop`` of
+  ``benchmarks/reference/memscore_loop.py``), both
   with all epochs and, for the ensemble, also with its default convergence stop;
 * ``resnet18_nondeterministic`` (not with ``--quick``): ResNet18 again with
   ``deterministic: false`` (torch's default kernels), i.e. what determinism costs.
@@ -38,7 +39,6 @@ prints a summary; exit status 1 when a section failed (the others are still writ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -56,8 +56,14 @@ try:
 except ImportError:  # a bare checkout on a GPU machine: import the package from src/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make benchmarks.reference importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.reference.memscore_loop import baseline_loop  # noqa: E402
 from wemem.ml import memorization as mz  # noqa: E402
 from wemem.ml.data import load_dataset, make_splits  # noqa: E402
+from wemem.ml.memorization.ensemble import chunk_size  # noqa: E402
 from wemem.ml.models import build_model  # noqa: E402
 from wemem.ml.train import TrainConfig, fit, resolve_device, to_tensors  # noqa: E402
 
@@ -191,30 +197,31 @@ def bench_memscore(sz: dict, device: torch.device, location_dir: str, rng: np.ra
     xs, ys, pool, source = location_data(location_dir, rng)
     x, y = xs[pool], ys[pool]
     k = int(ys.max() + 1)
-    cfg = mz.MemScoreConfig(m=sz["ms_m"], epochs=sz["ms_epochs"], subset_fraction=0.7, estimator="probability",
-                            seed=0, device=str(device), progress=False)
+    cfg = mz.MemScoreSettings(m=sz["ms_m"], epochs=sz["ms_epochs"], subset_fraction=0.7, estimator="probability")
+    run = dict(seed=0, device=str(device), progress=False, num_classes=k)  # the run values besides the model
     # warm-up of both code paths (kernels, fused Adam, generators)
-    tiny = dataclasses.replace(cfg, m=2, epochs=1)
-    mz.estimate_shard(x, y, [0, 1], tiny, num_classes=k)
-    mz.baseline_loop(x, y, tiny, num_classes=k)
+    tiny = cfg.model_copy(update={"m": 2, "epochs": 1})
+    mz.estimate_shard(x, y, [0, 1], tiny, arch="column_fc", **run)
+    baseline_loop(x, y, tiny, **run)
     out: dict = {"data": f"Location train pool: {source}", "pool_rows": int(x.shape[0]), "epochs": cfg.epochs,
                  "subset_fraction": cfg.subset_fraction, "batch_size": cfg.batch_size,
-                 "chunk_size": mz._chunk_size(cfg, device, x.shape[1], cfg.m, (256, 128))}
+                 "chunk_size": chunk_size(cfg, device, x.shape[1], cfg.m, (256, 128))}
 
-    variants = [("ensemble_all_epochs", dataclasses.replace(cfg, converge_acc=None)),
+    variants = [("ensemble_all_epochs", cfg.model_copy(update={"converge_acc": None})),
                 ("ensemble_default", cfg)]
     for name, c in variants:
         _reset_peak(device)
-        stats, sec = _timed_memscore(lambda c=c: mz.estimate_shard(x, y, list(range(c.m)), c, num_classes=k), device)
+        stats, sec = _timed_memscore(lambda c=c: mz.estimate_shard(x, y, list(range(c.m)), c, arch="column_fc", **run),
+                                     device)
         out[name] = {"m": c.m, "seconds": round(sec, 2), "models_per_s": round(c.m / sec, 2),
                      "mean_epochs_run": round(float(np.mean(stats.epochs_run)), 2),
                      "converge_acc": c.converge_acc, "peak_mem_mib": _peak_mib(device)}
         print(f"  memscore {name:20s} m={c.m:4d}: {sec:7.2f}s, {c.m / sec:8.2f} models/s "
               f"(mean {out[name]['mean_epochs_run']} epochs)", flush=True)
 
-    bcfg = dataclasses.replace(cfg, m=sz["ms_base_m"])
+    bcfg = cfg.model_copy(update={"m": sz["ms_base_m"]})
     _reset_peak(device)
-    stats, sec = _timed_memscore(lambda: mz.baseline_loop(x, y, bcfg, num_classes=k), device)
+    stats, sec = _timed_memscore(lambda: baseline_loop(x, y, bcfg, **run), device)
     out["baseline_loop"] = {"m": bcfg.m, "seconds": round(sec, 2), "models_per_s": round(bcfg.m / sec, 3),
                             "mean_epochs_run": round(float(np.mean(stats.epochs_run)), 2),
                             "peak_mem_mib": _peak_mib(device)}

@@ -4,7 +4,8 @@ Both run in this one process, on the same Location train pool (SPEC §2 split, s
 446 binary features, 30 classes), with the same ``m`` models, the same subsets (``subset_mask``
 depends only on (seed, model id)), the same hyper-parameters and the same torch thread count:
 
-* baseline: ``baseline_loop`` -- ``m`` ColumnFC models, one after another, with ``train.fit``
+* baseline: ``baseline_loop`` (``benchmarks/reference/memscore_loop.py``) -- ``m`` ColumnFC models,
+  one after another, with ``train.fit``
   (dense inputs, torch's Adam), every one for all ``--epochs``;
 * ours: ``estimate_shard`` with its default settings (see ``wemem.ml.memorization``: stacked
   ensemble, fused Adam, 16-bit dropout draws, sparse first layer, convergence stop).
@@ -27,11 +28,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +42,12 @@ from scipy.stats import spearmanr
 
 from wemem.ml import memorization as mz
 from wemem.ml.data import load_dataset, make_splits
+from wemem.ml.memorization import ensemble
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make benchmarks.reference importable
+    sys.path.insert(0, str(ROOT))
+from benchmarks.reference.memscore_loop import baseline_all  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "memscore_speed.json"
 TRICKS = [
@@ -78,19 +85,19 @@ def _distribution(stats: mz.ShardStats, labels: np.ndarray) -> dict:
 @contextlib.contextmanager
 def _without_tricks(adam: bool, dropout: bool):
     """Ablation only: torch's per-tensor (unfused) Adam and/or ``torch.rand`` dropout masks."""
-    saved = mz._StackedMLP._adam, mz._dropout_masks
+    saved = ensemble.StackedMLP._adam, ensemble.dropout_masks
     if adam:
-        mz._StackedMLP._adam = lambda self, params: torch.optim.Adam(  # type: ignore[method-assign]
+        ensemble.StackedMLP._adam = lambda self, params: torch.optim.Adam(  # type: ignore[method-assign]
             params, lr=self.lr, weight_decay=self.weight_decay, foreach=False)
     if dropout:
         def float_masks(gens, batch, hidden, p, device):
             keep = torch.stack([(torch.rand(batch, sum(hidden), generator=g, device=device) >= p) for g in gens])
             return list(torch.split(keep.float() / (1 - p), list(hidden), dim=2))
-        mz._dropout_masks = float_masks
+        ensemble.dropout_masks = float_masks
     try:
         yield
     finally:
-        mz._StackedMLP._adam, mz._dropout_masks = saved
+        ensemble.StackedMLP._adam, ensemble.dropout_masks = saved
 
 
 def _timed(fn, *args) -> tuple[dict[str, mz.ShardStats], dict]:
@@ -122,14 +129,18 @@ def main() -> dict:
     ds = load_dataset("location", args.dataset_path, download=False)
     pool = make_splits(ds.labels, test_mask=ds.test_mask, seed=0, n_shadows=1)["train_pool"]
     x, y = ds.features[pool], ds.labels[pool]
-    cfg = mz.MemScoreConfig(m=args.m, epochs=args.epochs, subset_fraction=args.subset_fraction, seed=args.seed,
-                            device=args.device, progress=False)
+    cfg = mz.MemScoreSettings(m=args.m, epochs=args.epochs, subset_fraction=args.subset_fraction)
     ids = list(range(cfg.m))
-    ours_fn = lambda c: mz._estimate(x, y, ids, c, ds.num_classes, None)  # noqa: E731
-    base_fn = lambda c: mz._baseline(x, y, c, ds.num_classes)  # noqa: E731
+    run = dict(seed=args.seed, progress=False, num_classes=ds.num_classes)  # the run values besides the device
+
+    def ours_fn(c: mz.MemScoreSettings, device: str = args.device) -> dict[str, mz.ShardStats]:
+        return mz.estimate_all(x, y, ids, c, arch="column_fc", device=device, **run)
+
+    def base_fn(c: mz.MemScoreSettings, device: str = args.device) -> dict[str, mz.ShardStats]:
+        return baseline_all(x, y, c, device=device, **run)
 
     # warm-up: one-time costs (imports inside torch.optim, allocator) are paid before timing
-    tiny = dataclasses.replace(cfg, m=2, epochs=1)
+    tiny = cfg.model_copy(update={"m": 2, "epochs": 1})
     ours_fn(tiny), base_fn(tiny)
 
     runs: dict[str, list[dict]] = {"baseline": [], "ours": []}
@@ -154,7 +165,7 @@ def main() -> dict:
         "m": cfg.m,
         "r": cfg.subset_fraction,
         "epochs": cfg.epochs,
-        "seed": cfg.seed,
+        "seed": args.seed,
         "device": args.device,
         "threads": threads,
         "cpu": platform.processor() or platform.machine(),
@@ -189,7 +200,7 @@ def main() -> dict:
         result["ablation"] = {}
         for name, kw, undo in variants:
             with _without_tricks(adam=undo is True, dropout=bool(undo)):
-                out, rec = _timed(ours_fn, dataclasses.replace(cfg, **kw))
+                out, rec = _timed(ours_fn, cfg.model_copy(update=kw))
             rec.update(speedup_vs_baseline=round(base_s / rec["seconds"], 2),
                        mean_epochs_run=round(float(np.mean(out["correctness"].epochs_run)), 2),
                        spearman_raw_scores={e: _spearman(stats["baseline"][e], out[e]) for e in mz.ESTIMATORS})
@@ -198,16 +209,15 @@ def main() -> dict:
                   f"Spearman {rec['spearman_raw_scores']}", flush=True)
 
     if torch.cuda.is_available():
-        ccfg = dataclasses.replace(cfg, device="cuda")
-        ours_fn(dataclasses.replace(ccfg, m=2, epochs=1))
+        ours_fn(tiny, "cuda")
         torch.cuda.synchronize()
-        out, rec = _timed(ours_fn, ccfg)
+        out, rec = _timed(ours_fn, cfg, "cuda")
         rec.update(gpu=torch.cuda.get_device_name(), models_per_s=round(cfg.m / rec["seconds"], 3),
-                   chunk=mz._chunk_size(ccfg, torch.device("cuda"), x.shape[1], cfg.m, (256, 128)),
+                   chunk=ensemble.chunk_size(cfg, torch.device("cuda"), x.shape[1], cfg.m, (256, 128)),
                    mean_epochs_run=round(float(np.mean(out["correctness"].epochs_run)), 2),
                    spearman_vs_cpu_baseline={e: _spearman(stats["baseline"][e], out[e]) for e in mz.ESTIMATORS})
         if args.cuda_baseline:
-            bout, brec = _timed(base_fn, ccfg)
+            bout, brec = _timed(base_fn, cfg, "cuda")
             rec["baseline_seconds"] = brec["seconds"]
             rec["speedup_vs_cuda_baseline"] = round(brec["seconds"] / rec["seconds"], 2)
         result["cuda_stacked"] = rec

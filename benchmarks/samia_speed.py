@@ -30,7 +30,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from wemem.ml.attacks import AttackConfig
+from wemem.ml.attacks import AttackModelSettings
 from wemem.ml.attacks.classifier import SamiaTransformer, fit_attack_model, predict_member
 
 RESULTS = Path(__file__).resolve().parent / "results" / "samia_speed.json"
@@ -81,15 +81,15 @@ def main() -> dict:
     rng = np.random.default_rng(args.seed)
     x_tr, y_tr = synthetic_samia(args.n_train, args.classes, rng)
     x_te, y_te = synthetic_samia(args.n_test, args.classes, rng)
-    cfg = AttackConfig(epochs=args.epochs, lr=0.02, momentum=0.9, weight_decay=5e-4, batch_size=256,
-                       milestones=(int(args.epochs * 2 / 3), int(args.epochs * 13 / 15)), seed=args.seed)
+    cfg = AttackModelSettings(epochs=args.epochs, lr=0.02, momentum=0.9, weight_decay=5e-4, batch_size=256,
+                              milestones=[int(args.epochs * 2 / 3), int(args.epochs * 13 / 15)])
     sides = {"torch_encoder": TorchEncoderSamia, "ours": SamiaTransformer}
     order = (["torch_encoder", "ours", "ours", "torch_encoder"] * args.repeats)[: 2 * args.repeats]
     runs: dict[str, list[dict]] = {k: [] for k in sides}
     for side in order:
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        model = fit_attack_model(lambda: sides[side](args.classes), x_tr, y_tr, cfg)
+        model = fit_attack_model(lambda: sides[side](args.classes), x_tr, y_tr, cfg, device="cpu", seed=args.seed)
         seconds = time.perf_counter() - t0
         scores, _ = predict_member(model, x_te, "cpu")
         runs[side].append({"seconds": round(seconds, 3), "auc": round(float(roc_auc_score(y_te, scores)), 4),

@@ -3,7 +3,8 @@
 Both run in this one process on the same seeded data: 50,000 member and 50,000 non-member
 values (members ~ N(0.3, 1), non-members ~ N(0, 1), continuous, so every value is a distinct
 candidate: the worst case for the scan). The vectorised quadratic scan
-(``brute_force_threshold``: every candidate against every value, in chunks of candidates) runs
+(``benchmarks/reference/threshold_scan.py``: every candidate against every value, in chunks of
+candidates) runs
 at FULL size, so its time is measured, not extrapolated. The sorting search is timed as the
 median of several repeats, the vectorised scan once. For context, the reference code's style
 (a Python loop over candidates, each compared with all values) is timed on the first
@@ -20,12 +21,15 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from wemem.ml.attacks import best_threshold, brute_force_threshold
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: benchmarks.reference
+from benchmarks.reference.threshold_scan import brute_force_threshold  # noqa: E402
+from wemem.ml.attacks import best_threshold  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "threshold_search.json"
 

@@ -48,12 +48,12 @@ import torch
 import yaml
 
 from wemem.ml.data import load_dataset, make_splits
-from wemem.ml.defenses import finetune_config, prune_and_finetune
-from wemem.ml.experiment import role_data, role_scores
-from wemem.ml.memorization import MemScoreConfig, estimate_shard, import_reference_csv, scores_table
+from wemem.ml.defenses import DEFENSES as DEFENSE_REGISTRY
+from wemem.ml.defenses import finetune_config, prune_and_finetune, resolve_settings
+from wemem.ml.experiment import role_data, role_scores, role_seed
+from wemem.ml.memorization import MemScoreSettings, estimate_shard, import_reference_csv, scores_table
 from wemem.ml.models import build_model
 from wemem.ml.train import TrainConfig, accuracy, fit, resolve_device, seed_everything
-from wemem.pipelines.pruning_defense.nodes import SCORE_DEFENSES, resolve_defense
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf" / "base"
@@ -98,13 +98,9 @@ def _scores(name: str, x_pool: np.ndarray, y_pool: np.ndarray, num_classes: int,
     if name in csvs:
         table = import_reference_csv(csvs[name], y_pool)
         return table, {"source": f"csv {csvs[name]}"}
-    ms = conf["memscore"]
-    cfg = MemScoreConfig(
-        m=args.memscore_m, subset_fraction=float(ms["subset_fraction"]), epochs=int(ms["epochs"]),
-        estimator=str(ms["estimator"]), seed=conf["seed"], batch_size=int(ms["batch_size"]), lr=float(ms["lr"]),
-        weight_decay=float(ms["weight_decay"]), arch="column_fc", device=device, progress=False,
-    )
-    stats = estimate_shard(x_pool, y_pool, list(range(cfg.m)), cfg, num_classes=num_classes)
+    cfg = MemScoreSettings.model_validate({**conf["memscore"], "m": args.memscore_m})
+    stats = estimate_shard(x_pool, y_pool, list(range(cfg.m)), cfg, arch="column_fc", seed=conf["seed"], device=device,
+                           progress=False, num_classes=num_classes)
     info = {"source": "estimate_shard", "m": cfg.m, "epochs": cfg.epochs, "estimator": cfg.estimator,
             "seconds": round(stats.seconds, 2), "mean_epochs_run": round(float(np.mean(stats.epochs_run)), 2)}
     return scores_table(stats, y_pool), info
@@ -113,19 +109,21 @@ def _scores(name: str, x_pool: np.ndarray, y_pool: np.ndarray, num_classes: int,
 def _finetune(name: str, victim: torch.nn.Module, role, scores: np.ndarray, info: dict, conf: dict,
               device: torch.device) -> dict:
     """One defense from the trained victim; returns the timing record."""
-    defense, settings = resolve_defense(name, conf["defenses"], info)
+    variant = conf["defenses"][name]
+    defense = variant.get("defense", name)
+    settings = resolve_settings(defense, variant, conf["datasets"][info["name"]]["defense_defaults"])
     ft = conf["pruning"]["finetune"]
-    role_seed = conf["seed"] + 7  # as the pruning_defense pipeline seeds the victim (role 0)
-    seed_everything(role_seed)
+    seed = role_seed(conf["seed"], 0, "prune")  # as the pruning_defense pipeline seeds the victim (role 0)
+    seed_everything(seed)
     model = copy.deepcopy(victim).train()
     cfg = finetune_config(epochs=int(ft["epochs"]), patience=int(ft["patience"]), batch_size=int(ft["batch_size"]),
-                          lr=float(ft["lr"]), device=str(device), seed=role_seed, progress=False,
+                          lr=float(ft["lr"]), device=str(device), seed=seed, progress=False,
                           desc=f"time_cost {info['name']}")
     load_before = _load()
     model, record = prune_and_finetune(
         model, method=METHOD, final_sparsity=SPARSITY, n_iter=int(conf["pruning"]["n_iter"]), defense=defense,
         settings=settings, train=role.train, dev=role.dev, test=role.test,
-        scores=scores if defense in SCORE_DEFENSES else None, cfg=cfg,
+        scores=scores if "scores" in DEFENSE_REGISTRY[defense].needs else None, cfg=cfg,
     )
     its = record["iterations"]
     rec = {

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from wemem.ml.defenses import DEFENSES, Base, setting_names
-from wemem.params import DefenseSettings, ParameterError, ValidatedParams, validate_parameters
+from wemem.ml.defenses import DEFENSES, Base, resolve_settings
+from wemem.ml.schema import PosInt
+from wemem.params import ParameterError, ValidatedParams, validate_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -55,7 +56,7 @@ def test_shipped_base_parameters_validate(shipped):
     assert isinstance(validated, ValidatedParams)
     assert validated.dataset == shipped["dataset"]
     assert validated.memscore.m == shipped["memscore"]["m"]
-    assert validated.defenses["rsw"].order == "l2h"
+    assert validated.defenses["rsw"]["order"] == "l2h"
 
 
 @pytest.mark.parametrize("dataset", sorted(load_parameters()["datasets"]))
@@ -69,10 +70,12 @@ def test_paper_environment_validates():
     validate_parameters(load_parameters(env="paper"))
 
 
-def test_every_defense_setting_is_modelled():
-    for name in DEFENSES:
-        takes, _ = setting_names(name)
-        assert set(takes) <= set(DefenseSettings.model_fields), name
+def test_every_shipped_variant_parses_with_its_defense_schema(shipped):
+    defaults = shipped["datasets"][shipped["dataset"]]["defense_defaults"]
+    for variant, conf in shipped["defenses"].items():
+        settings = resolve_settings(conf.get("defense", variant), conf, defaults)
+        assert isinstance(settings, DEFENSES[conf.get("defense", variant)].settings), variant
+    assert resolve_settings("rsw", shipped["defenses"]["rsw"], defaults).w == defaults["w"]
 
 
 # --------------------------------------------------------------------------- one bad value each
@@ -154,18 +157,18 @@ def test_unknown_name_suggests_the_close_match(params, key, value, match):
 
 # --------------------------------------------------------------------------- unknown and missing keys
 @pytest.mark.parametrize(
-    ("section", "typo", "value", "match"),
-    [("memscore", "subset_fracton", 0.5, "subset_fraction"),
-     ("training", "epoch", 10, "epochs"),
-     ("defenses.rsw", "lamda_g", 0.1, "lambda_g"),
-     ("data_ingestion.split", "dev_fracton", 0.3, "dev_fraction"),
-     ("pruning_defense.grid", "sparsity", [0.5], "sparsities")],
+    ("section", "typo", "value", "match", "reason"),
+    [("memscore", "subset_fracton", 0.5, "subset_fraction", "unknown key 'subset_fracton'"),
+     ("training", "epoch", 10, "epochs", "unknown key 'epoch'"),
+     ("defenses.rsw", "lamda_g", 0.1, "lambda_g", "not a setting of defense 'rsw'"),  # rsw's own schema
+     ("data_ingestion.split", "dev_fracton", 0.3, "dev_fraction", "unknown key 'dev_fracton'"),
+     ("pruning_defense.grid", "sparsity", [0.5], "sparsities", "unknown key 'sparsity'")],
 )
-def test_typo_key_names_the_close_match(params, section, typo, value, match):
+def test_typo_key_names_the_close_match(params, section, typo, value, match, reason):
     set_key(params, f"{section}.{typo}", value)
     problems = problems_of(params)
     assert len(problems) == 1, problems
-    assert problems[0].startswith(f"{section}.{typo} = {value!r}: unknown key {typo!r}; allowed: ")
+    assert problems[0].startswith(f"{section}.{typo} = {value!r}: {reason}; allowed: ")
     assert match in problems[0].split("; allowed: ", 1)[1]
     assert problems[0].endswith(f"did you mean {match!r}?")
 
@@ -231,7 +234,9 @@ def test_variant_named_after_a_defense_needs_no_defense_key(params):
 
 def test_order_is_normalised_like_the_defenses_do(params):
     params["defenses"]["rsw"]["order"] = "H2L"
-    assert validate_parameters(params).defenses["rsw"].order == "h2l"
+    validate_parameters(params)
+    defaults = params["datasets"]["mnist1d"]["defense_defaults"]
+    assert resolve_settings("rsw", params["defenses"]["rsw"], defaults).order == "h2l"
 
 
 def test_repeated_grid_cells_are_reported(params):
@@ -255,19 +260,31 @@ def test_one_shot_reference_needs_the_base_variant(params):
     validate_parameters(params)
 
 
-def test_required_setting_missing_from_variant_and_defaults(params, monkeypatch):
+@pytest.fixture
+def needy():
+    """A toy defense registered for one test: it needs ``w`` and a ``gain`` nobody sets."""
+
+    @DEFENSES.register("needy")
     class Needy(Base):
         name = "needy"
-        PARAMS = ("w", "lambda_g")
 
-        def __init__(self, w: int, lambda_g: float = 5e-4, *, masks=None) -> None:
-            super().__init__(lambda_g, masks=masks)
+        class Settings(Base.Settings):
+            w: PosInt
 
-    monkeypatch.setitem(DEFENSES, "needy", Needy)
+    yield Needy
+    DEFENSES.remove("needy")
+
+
+def test_required_setting_missing_from_variant_and_defaults(params, needy):
     params["defenses"]["needy"] = {"defense": "needy"}
     params["pruning_defense"]["grid"]["defenses"] = ["needy"]
     validate_parameters(params)  # w comes from datasets.mnist1d.defense_defaults
-    monkeypatch.setattr(Needy, "__init__", lambda self, gain, lambda_g=5e-4, *, masks=None: None)
+
+    class Gainful(Base.Settings):
+        gain: PosInt
+
+    needy.Settings = Gainful
+    DEFENSES.register("needy")(needy)
     [problem] = problems_of(params)
     assert problem == ("defenses.needy = {'defense': 'needy'}: defense 'needy' needs setting 'gain', set neither "
                        "here nor in datasets.mnist1d.defense_defaults; allowed: add 'gain' to either")

@@ -12,24 +12,35 @@ here. Top-level keys not modelled here are ignored; inside a section unknown key
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import math
-import re
 import types
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from wemem.ml.attacks import ATTACK_NAMES
-from wemem.ml.data import LOADERS
+from wemem.ml.data import DATASETS, loader_options
 from wemem.ml.defenses import DEFENSES, setting_names
-from wemem.ml.memorization import ESTIMATORS, FIRST_LAYERS
-from wemem.ml.models import MODEL_REGISTRY
+from wemem.ml.evaluation import MiaEvaluationSettings
+from wemem.ml.memorization import MemScoreSettings
+from wemem.ml.models import MODELS
 from wemem.ml.pruning import PRUNING_METHODS
-from wemem.ml.ranking import ORDERS
+from wemem.ml.train import FinetuneSettings, TrainSettings
+from wemem.ml.schema import (
+    Device,
+    Fraction,
+    Int,
+    NonNeg,
+    Pos,
+    PosInt,
+    Section,
+    Sparsity,
+    Unit,
+    choice,
+    closest,
+    fail,
+    number,
+)
 
 __all__ = ["ParameterError", "ValidatedParams", "validate_parameters"]
 
@@ -44,108 +55,17 @@ class ParameterError(ValueError):
 
 
 # --------------------------------------------------------------------------- value types
-def _fail(reason: str, allowed: str, match: str | None = None) -> PydanticCustomError:
-    return PydanticCustomError("wemem", "{reason}", {"reason": reason, "allowed": allowed, "match": match})
-
-
-def _close(value: Any, names: Iterable[str]) -> str | None:
-    found = difflib.get_close_matches(str(value), [str(n) for n in names], n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
-def _number(kind: type, lo: float | None = None, hi: float | None = None, *, lo_open=False, hi_open=False) -> Any:
-    """An int or float inside a range; the error names the range, e.g. ``a number in [0, 1)``."""
-    noun = "an integer" if kind is int else "a number"
-    if lo is not None and hi is not None:
-        allowed = f"{noun} in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
-        allowed = f"{noun} {'>' if lo_open else '>='} {lo:g}"
-    else:
-        allowed = noun
-
-    def check(v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise _fail(f"not {noun}", allowed)
-        if kind is int and not float(v).is_integer():
-            raise _fail("not an integer", allowed)
-        below = lo is not None and (v <= lo if lo_open else v < lo)
-        above = hi is not None and (v >= hi if hi_open else v > hi)
-        if below or above:
-            raise _fail("out of range", allowed)
-        return kind(v)
-
-    check.allowed = allowed
-    return Annotated[kind, BeforeValidator(check)]
-
-
-def _choice(what: str, names: Iterable[str], normalise=lambda v: v) -> Any:
-    """A string from ``names`` (a registry); the error lists them and the closest match."""
-
-    def check(v: Any) -> str:  # reads the registry at call time, so later registrations count
-        key = normalise(v) if isinstance(v, str) else v
-        if key not in names:
-            raise _fail(f"unknown {what}", str(list(names)), _close(v, names))
-        return key
-
-    check.allowed = f"one of {list(names)}"
-    return Annotated[str, BeforeValidator(check)]
-
-
-def _device(v: Any) -> str:
-    if not (isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v)):
-        raise _fail("not a torch device", _device.allowed)
-    return v
-
-
-_device.allowed = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
-
-
-Int = _number(int)
-PosInt = _number(int, 1)
-NonNeg = _number(float, 0)
-Pos = _number(float, 0, lo_open=True)
-Unit = _number(float, 0, 1)                                  # [0, 1]
-Fraction = _number(float, 0, 1, lo_open=True, hi_open=True)  # (0, 1)
-Sparsity = _number(float, 0, 1, hi_open=True)                # [0, 1)
-Device = Annotated[str, BeforeValidator(_device)]
-DatasetName = _choice("dataset", LOADERS)
-DefenseName = _choice("defense", DEFENSES)
-_order_key = lambda v: v.lower().replace("→", "2").replace("->", "2").replace("_", "")  # noqa: E731 as in defenses
+# (shared with every settings schema of the library: wemem.ml.schema)
+_fail, _close, _number, _choice = fail, closest, number, choice
+DatasetName = _choice("dataset", DATASETS)
 
 
 # --------------------------------------------------------------------------- sections
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DefenseSettings(Section):
-    """Every setting any defense takes (which ones a defense takes: ``setting_names``)."""
-
-    w: PosInt | None = None
-    s: PosInt | None = None
-    tau: Unit | None = None
-    order: _choice("order", ORDERS, _order_key) | None = None
-    tau_mode: _choice("tau_mode", ("value", "fraction")) | None = None
-    lambda_g: NonNeg | None = None
-    lambda_r: NonNeg | None = None
-    lam: NonNeg | None = None
-    theta: NonNeg | None = None
-    sigma: NonNeg | None = None
-    clip: Pos | None = None
-    delta: Fraction | None = None
-    alpha: NonNeg | None = None
-    attack_steps: PosInt | None = None
-    attack_lr: Pos | None = None
-
-
-class DefenseVariant(DefenseSettings):
-    """``defenses.<variant>``: the strategy (default: the variant's own name) and its settings."""
-
-    defense: DefenseName | None = None
-
-
-class DefenseDefaults(DefenseSettings):
-    """``datasets.<name>.defense_defaults``: the paper's window, step and threshold."""
+# Each defense's and each attack's own settings are declared next to its class (its registry
+# entry's schema); the sections here are the run's and the dataset's.
+class DefenseDefaults(Section):
+    """``datasets.<name>.defense_defaults``: the paper's window, step and threshold for the
+    dataset, used by every defense variant that takes them and leaves them out."""
 
     w: PosInt
     s: PosInt
@@ -153,8 +73,11 @@ class DefenseDefaults(DefenseSettings):
 
 
 class DatasetSettings(Section):
+    """``datasets.<name>``: loader options, model, shadow count and defense defaults. The chosen
+    dataset's entry is the parameter ``dataset_settings``."""
+
     loader: dict[str, Any] = {}
-    model: _choice("model", MODEL_REGISTRY)
+    model: _choice("model", MODELS)
     n_shadows: PosInt
     defense_defaults: DefenseDefaults
 
@@ -173,66 +96,6 @@ class DataIngestion(Section):
     split: Split = Split()
 
 
-class MemScore(Section):
-    m: _number(int, 2) = 64
-    subset_fraction: Fraction = 0.7
-    epochs: PosInt = 30
-    estimator: _choice("estimator", ESTIMATORS) = "correctness"
-    n_shards: PosInt = 1
-    batch_size: PosInt = 128
-    lr: Pos = 1e-3
-    weight_decay: NonNeg = 5e-4
-    import_csv: str | None = None
-    models_per_chunk: PosInt | None = None  # speed settings of MemScoreConfig
-    first_layer: _choice("first_layer", FIRST_LAYERS) = "auto"
-    sparse_threshold: Unit = 0.25
-    converge_acc: Unit | None = 0.99
-    converge_every: PosInt = 2
-    converge_check_rows: PosInt = 512
-
-
-class AttackModel(Section):
-    epochs: PosInt = 100
-    lr: Pos = 1e-3
-    momentum: NonNeg = 0.9
-    weight_decay: NonNeg = 5e-4
-    batch_size: PosInt = 128
-    milestones: list[PosInt] = [50, 75]
-
-
-class Samia(Section):
-    n_draws: PosInt = 10
-    eps: Pos = 1e-3
-
-
-class Rmia(Section):
-    a: Unit = 0.3
-    gamma: Pos = 1.0
-
-
-class MiaEvaluation(Section):
-    attacks: list[_choice("attack", ATTACK_NAMES)]
-    attack_model: AttackModel = AttackModel()
-    samia: Samia = Samia()
-    rmia: Rmia = Rmia()
-    roc_points: _number(int, 2) = 200
-
-
-class Training(Section):
-    epochs: PosInt
-    patience: PosInt
-    batch_size: PosInt
-    lr: Pos
-    weight_decay: NonNeg
-
-
-class Finetune(Section):
-    epochs: PosInt
-    patience: PosInt
-    batch_size: PosInt
-    lr: Pos
-
-
 class Grid(Section):
     methods: list[_choice("pruning method", PRUNING_METHODS)]
     sparsities: list[Sparsity]
@@ -246,7 +109,7 @@ class Reference(Section):
 
 class PruningDefense(Section):
     n_iter: PosInt
-    finetune: Finetune
+    finetune: FinetuneSettings
     grid: Grid
     reference: Reference = Reference()
 
@@ -268,11 +131,11 @@ class ValidatedParams(BaseModel):
     deterministic: bool = True
     datasets: dict[DatasetName, DatasetSettings]
     data_ingestion: DataIngestion
-    memscore: MemScore
-    training: Training
+    memscore: MemScoreSettings  # declared with the estimator (wemem.ml.memorization.settings)
+    training: TrainSettings
     pruning_defense: PruningDefense
-    defenses: dict[str, DefenseVariant]
-    mia_evaluation: MiaEvaluation
+    defenses: dict[str, dict[str, Any]]  # each variant checked by its defense's schema (_defense_relations)
+    mia_evaluation: MiaEvaluationSettings
     ranking: Ranking
 
 
@@ -332,8 +195,8 @@ _TYPE_ERRORS = {
 }
 
 
-def _message(err: Mapping[str, Any]) -> str:
-    loc = tuple(p for p in err["loc"] if p != "[key]")
+def _message(err: Mapping[str, Any], prefix: tuple = ()) -> str:
+    loc = prefix + tuple(p for p in err["loc"] if p != "[key]")
     path, value, ctx = _path(loc), err.get("input"), err.get("ctx") or {}
     if err["type"] == "wemem":
         return _problem(path, value, ctx["reason"], ctx["allowed"], ctx.get("match"))
@@ -361,12 +224,12 @@ def _int(v: Any) -> bool:
 def _dataset_relations(params: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     dataset, datasets, memscore = params.get("dataset"), _sect(params, "datasets"), _sect(params, "memscore")
-    if isinstance(dataset, str) and dataset in LOADERS and dataset not in datasets:
+    if isinstance(dataset, str) and dataset in DATASETS and dataset not in datasets:
         out.append(_problem("dataset", dataset, "no entry under 'datasets'", str(list(datasets)),
                             _close(dataset, datasets)))
     for name, settings in datasets.items():  # loader options are the loader's keyword arguments
-        if name in LOADERS:
-            takes = [k for k in list(inspect.signature(LOADERS[name]).parameters)[1:] if k != "download"]
+        if name in DATASETS:
+            takes = loader_options(name)  # the keyword arguments of DATASETS[name].obj
             out += [_problem(f"datasets.{name}.loader.{k}", v, f"not an option of the {name} loader", str(takes),
                              _close(k, takes)) for k, v in _sect(settings, "loader").items() if k not in takes]
     m, n_shards = memscore.get("m"), memscore.get("n_shards", 1)
@@ -377,19 +240,31 @@ def _dataset_relations(params: Mapping[str, Any]) -> list[str]:
 
 
 def _defense_relations(params: Mapping[str, Any]) -> list[str]:
+    """Each ``defenses.<variant>``: its defense exists, and its settings pass that defense's schema
+    (required settings may come from the dataset's defaults: checked with the grid)."""
     out: list[str] = []
-    for name, variant in _sect(params, "defenses").items():  # a variant's settings are ones its defense takes
+    for name, variant in _sect(params, "defenses").items():
+        path = f"defenses.{name}"
         if not isinstance(variant, Mapping):
+            out.append(_problem(path, variant, "not a mapping", "a mapping with 'defense' and its settings"))
             continue
         defense = variant.get("defense", name)
         if "defense" not in variant and name not in DEFENSES:
-            out.append(_problem(f"defenses.{name}", dict(variant), "no 'defense' key and the name is not a defense",
+            out.append(_problem(path, dict(variant), "no 'defense' key and the name is not a defense",
                                 f"a 'defense' key set to one of {list(DEFENSES)}"))
-        if defense in DEFENSES:
-            takes, _ = setting_names(defense)
-            out += [_problem(f"defenses.{name}.{k}", v, f"not a setting of defense {defense!r}", str(takes),
-                             _close(k, takes))
-                    for k, v in variant.items() if k in DefenseSettings.model_fields and k not in takes]
+            continue
+        if defense not in DEFENSES:
+            out.append(_problem(f"{path}.defense", defense, "unknown defense", str(list(DEFENSES)),
+                                _close(defense, DEFENSES)))
+            continue
+        takes = sorted(setting_names(defense)[0])
+        given = {k: v for k, v in variant.items() if k != "defense"}
+        out += [_problem(f"{path}.{k}", v, f"not a setting of defense {defense!r}", str(takes), _close(k, takes))
+                for k, v in given.items() if k not in takes]
+        try:
+            DEFENSES[defense].settings.model_validate({k: v for k, v in given.items() if k in takes})
+        except ValidationError as exc:
+            out += [_message(e, prefix=(f"defenses", name)) for e in exc.errors() if e["type"] != "missing"]
     return out
 
 

@@ -60,9 +60,17 @@ def mark_built(structure: Structure) -> None:
     _built_for = structure.key()
 
 
-def parameters() -> dict[str, Any]:
+def config(key: str) -> dict[str, Any]:
+    """One configuration of the run (``parameters``, ``runner``, ...); ``{}`` when conf has none."""
     loader = _config_loader if _config_loader is not None else _default_loader()
-    return loader["parameters"]
+    try:
+        return dict(loader[key])
+    except Exception:  # noqa: BLE001 - MissingConfigException: no such file in conf/
+        return {}
+
+
+def parameters() -> dict[str, Any]:
+    return config("parameters")
 
 
 def current() -> Structure:

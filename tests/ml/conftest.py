@@ -156,13 +156,13 @@ def make_cinic10(raw_dir: Path, n_train: int = 3, n_test: int = 2,
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Tests never touch the network: every download attempt fails at once."""
-    from wemem.ml import data
+    from wemem.ml.data import raw  # every download of the loaders goes through this module
 
     def refuse(*args, **kwargs):
         raise OSError("network disabled in tests")
 
-    monkeypatch.setattr(data, "_fetch_url", refuse)
-    monkeypatch.setattr(data, "_torchvision_cifar_download", refuse)
+    monkeypatch.setattr(raw, "_fetch_url", refuse)
+    monkeypatch.setattr(raw, "_torchvision_cifar_download", refuse)
 
 
 @pytest.fixture

@@ -8,20 +8,23 @@ import pytest
 import torch
 
 from wemem.ml.attacks import (
-    ATTACK_NAMES,
-    ATTACK_REGISTRY,
-    AttackConfig,
+    ATTACKS,
+    AttackContext,
     AttackData,
+    AttackModelSettings,
     ModelOutputs,
+    RmiaSettings,
     best_threshold,
     compute_sensitivity,
     run_attacks,
 )
+from wemem.ml.registry import UnknownName
 from wemem.ml.attacks.calibrated import lira_global_sigma, lira_z, rmia_scores
 from wemem.ml.attacks.classifier import predict_member, samia_features, top3_features
 
 C = 10
-FAST = dict(epochs=20, lr=0.02, milestones=(15,), batch_size=128)
+FAST = AttackModelSettings(epochs=20, lr=0.02, milestones=[15], batch_size=128)
+PAPER_ORDER = ("conf", "entr", "mentr", "hconf", "nn", "top3_nn", "ci_nn", "samia", "lira", "rmia")
 LOGIT = lambda p: np.log(p / (1 - p))  # noqa: E731
 
 
@@ -89,12 +92,12 @@ def _one_torch_thread():
 @pytest.fixture(scope="module")
 def overfit_results():
     data = make_data(seed=1, n_target=2000, n_shadow=600)
-    return data, run_attacks(data, AttackConfig(**FAST, seed=0))
+    return data, run_attacks(data, training=FAST, seed=0)
 
 
 def test_run_attacks_returns_all_ten_with_finite_metrics(overfit_results):
     data, res = overfit_results
-    assert tuple(res) == ATTACK_NAMES
+    assert tuple(res) == tuple(ATTACKS) == PAPER_ORDER
     n = len(data.target)
     for name, r in res.items():
         assert r.name == name
@@ -104,7 +107,7 @@ def test_run_attacks_returns_all_ten_with_finite_metrics(overfit_results):
         assert all(np.isfinite(v) for v in r.metrics.values()), (name, r.metrics)
 
 
-@pytest.mark.parametrize("name", ATTACK_NAMES)
+@pytest.mark.parametrize("name", PAPER_ORDER)
 def test_overfit_is_detected(overfit_results, name):
     _, res = overfit_results
     assert res[name].metrics["balanced_acc"] > 0.6, res[name].metrics
@@ -115,7 +118,7 @@ def test_calibrated_attacks_use_per_example_references():
     """Difficulty dominates the raw confidence; only the reference-calibrated attacks see
     through it (members: +0.5 logit)."""
     data = make_data(seed=3, n_target=4000, phi_in=0.5, phi_out=0.0)
-    res = run_attacks(data, AttackConfig(attacks=("hconf", "lira", "rmia")))
+    res = run_attacks(data, ("hconf", "lira", "rmia"))
     assert res["lira"].metrics["auc"] > res["hconf"].metrics["auc"] + 0.1
     assert res["rmia"].metrics["auc"] > res["hconf"].metrics["auc"] + 0.1
     assert res["lira"].metrics["balanced_acc"] > 0.6
@@ -129,7 +132,7 @@ def test_calibrated_attacks_use_per_example_references():
 def test_identical_distributions_give_chance():
     phi = LOGIT(0.8)
     data = make_data(seed=2, n_target=20000, n_shadow=20000, n_shadows=2, phi_in=phi, phi_out=phi)
-    res = run_attacks(data, AttackConfig(attacks=("conf", "entr", "mentr", "hconf", "lira", "rmia")))
+    res = run_attacks(data, ("conf", "entr", "mentr", "hconf", "lira", "rmia"))
     for name, r in res.items():
         assert abs(r.metrics["balanced_acc"] - 0.5) < 0.05, (name, r.metrics)
         assert abs(r.metrics["auc"] - 0.5) < 0.05, (name, r.metrics)
@@ -137,7 +140,7 @@ def test_identical_distributions_give_chance():
 
 def test_single_shadow_calibration_runs():
     data = make_data(seed=4, n_shadows=1)
-    res = run_attacks(data, AttackConfig(attacks=("hconf", "lira", "rmia")))
+    res = run_attacks(data, ("hconf", "lira", "rmia"))
     assert res["lira"].metrics["balanced_acc"] > 0.6
     # victim-on-population calibration still lands close to the best threshold in hindsight
     m = data.target.member
@@ -165,7 +168,7 @@ def test_lira_and_rmia_formulas():
 def test_rmia_matches_definition_on_data():
     data = make_data(seed=5, n_target=300, n_pop=200)
     a, g = 0.3, 1.0
-    r = ATTACK_REGISTRY["rmia"](data, AttackConfig(rmia_a=a, rmia_gamma=g))
+    r = ATTACKS["rmia"].obj(data, AttackContext(RmiaSettings(a=a, gamma=g)))
     t, lab, plab = data.target, data.target.labels, data.population_labels
     px = t.probs[np.arange(len(lab)), lab].astype(float)
     prx = 0.5 * ((1 + a) * data.reference_on_target[:, np.arange(len(lab)), lab].mean(0) + 1 - a)
@@ -177,11 +180,11 @@ def test_rmia_matches_definition_on_data():
 
 def test_unknown_attack_and_bad_shapes_raise():
     data = make_data(seed=6, n_target=100, n_shadow=100, n_pop=50)
-    with pytest.raises(KeyError):
-        run_attacks(data, AttackConfig(attacks=("nope",)))
+    with pytest.raises(UnknownName, match="did you mean 'conf'"):
+        run_attacks(data, ("conf", "cnf"))
     data.reference_on_target = data.reference_on_target[:, :10]
     with pytest.raises(ValueError, match="reference_on_target"):
-        run_attacks(data, AttackConfig(attacks=("conf",)))
+        run_attacks(data, ("conf",))
 
 
 def test_feature_layouts():
@@ -200,13 +203,14 @@ def test_feature_layouts():
 @pytest.mark.parametrize("name", ["nn", "samia"])
 def test_classifier_training_is_deterministic(name):
     data = make_data(seed=8, n_target=200, n_shadow=200, n_shadows=2, n_pop=50)
-    cfg = AttackConfig(epochs=2, lr=0.01, milestones=(1,), seed=3)
+    training = AttackModelSettings(epochs=2, lr=0.01, milestones=[1])
+    cfg = AttackContext(training=training, seed=3)
     state = torch.random.get_rng_state()
-    a = ATTACK_REGISTRY[name](data, cfg)
+    a = ATTACKS[name].obj(data, cfg)
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG left untouched
-    b = ATTACK_REGISTRY[name](data, cfg)
+    b = ATTACKS[name].obj(data, cfg)
     np.testing.assert_array_equal(a.scores, b.scores)
-    c = ATTACK_REGISTRY[name](data, AttackConfig(epochs=2, lr=0.01, milestones=(1,), seed=4))
+    c = ATTACKS[name].obj(data, AttackContext(training=training, seed=4))
     assert not np.array_equal(a.scores, c.scores)
 
 

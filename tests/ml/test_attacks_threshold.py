@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score, roc_curve
 
+from benchmarks.reference.threshold_scan import brute_force_threshold
 from wemem.ml.attacks import (
     attack_metrics,
     best_threshold,
-    brute_force_threshold,
     class_thresholds,
     entropy,
     logit_confidence,

@@ -8,13 +8,14 @@ import pickle
 import random
 import tarfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from wemem.ml import data
 from wemem.ml.data import (
-    LOADERS,
+    DATASETS,
     DataError,
     RawDataset,
     load_dataset,
@@ -22,7 +23,7 @@ from wemem.ml.data import (
     split_sizes,
 )
 
-_REAL_FETCH = data._fetch_url  # saved before the autouse fixture replaces it
+_REAL_FETCH = data.raw._fetch_url  # saved before the autouse fixture replaces it
 
 ALL_NAMES = ["mnist1d", "location", "purchase100", "texas100", "cifar10", "cifar100", "cinic10"]
 
@@ -54,7 +55,9 @@ def check_raw(ds: RawDataset, *, n: int, num_classes: int, kind: str):
 
 
 def test_loaders_registry_has_all_names():
-    assert sorted(LOADERS) == sorted(ALL_NAMES)
+    assert sorted(DATASETS) == sorted(ALL_NAMES)
+    assert {DATASETS[n].family for n in ALL_NAMES} == {"synthetic", "tabular", "image"}
+    assert all(DATASETS[n].label for n in ALL_NAMES)
 
 
 def test_unknown_dataset_lists_known_names(tmp_path):
@@ -276,11 +279,11 @@ def test_successful_download_is_used(tmp_path, fx, monkeypatch):
         seen.append((url, dest, timeout))
         dest.write_bytes((src / "dataset_purchase.tgz").read_bytes())
 
-    monkeypatch.setattr(data, "_fetch_url", fake_fetch)
+    monkeypatch.setattr(data.raw, "_fetch_url", fake_fetch)
     raw = tmp_path / "raw"
     ds = load_dataset("purchase100", raw)
     assert ds.features.shape == (220, 600)
-    assert seen[0][0] == data.PURCHASE_URL and seen[0][1] == raw / "dataset_purchase.tgz"
+    assert seen[0][0] == data.tabular.PURCHASE_URL and seen[0][1] == raw / "dataset_purchase.tgz"
     assert seen[0][2] <= 60
     load_dataset("purchase100", raw)  # second time the local file is used
     assert len(seen) == 1
@@ -645,9 +648,10 @@ def test_bad_test_mask_and_fractions():
         make_splits(np.zeros((4, 2)), test_mask=None, seed=0, n_shadows=1)
 
 
-def test_data_module_does_not_import_kedro():
-    src = open(data.__file__).read()
-    assert "import kedro" not in src and "from kedro" not in src
+def test_data_package_does_not_import_kedro():
+    for path in Path(data.__file__).parent.glob("*.py"):
+        src = path.read_text()
+        assert "import kedro" not in src and "from kedro" not in src, path
 
 
 def test_unpickler_allows_plain_numpy_pickles(tmp_path):
@@ -657,7 +661,7 @@ def test_unpickler_allows_plain_numpy_pickles(tmp_path):
         obj = {"data": np.arange(12, dtype=np.uint8).reshape(2, 6), "n": np.int64(3), "l": [1, 2]}
         p.write_bytes(pickle.dumps(obj, protocol=proto))
         with open(p, "rb") as f:
-            out = data._CifarUnpickler(f, str(p)).load()
+            out = data.images._CifarUnpickler(f, str(p)).load()
         np.testing.assert_array_equal(out["data"], obj["data"])
         assert out["n"] == 3 and out["l"] == [1, 2]
 
@@ -701,13 +705,13 @@ def test_cifar_download_hook_is_used(tmp_path, fx, monkeypatch):
         calls.append((name, raw_dir))
         fx.make_cifar10(raw_dir, n_per_batch=2)
 
-    monkeypatch.setattr(data, "_torchvision_cifar_download", fake_download)
+    monkeypatch.setattr(data.raw, "_torchvision_cifar_download", fake_download)
     ds = load_dataset("cifar10", tmp_path)
     assert calls == [("cifar10", tmp_path)] and ds.features.shape == (12, 3, 32, 32)
 
 
 def test_cifar_download_that_leaves_files_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_torchvision_cifar_download", lambda *a, **k: None)
+    monkeypatch.setattr(data.raw, "_torchvision_cifar_download", lambda *a, **k: None)
     with pytest.raises(DataError, match="still missing after the download") as e:
         load_dataset("cifar100", tmp_path)
     assert str(tmp_path / "cifar-100-python" / "train") in str(e.value)

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 import torch
+import yaml
 
-from wemem.ml import memorization as mz
+from benchmarks.reference.memscore_loop import baseline_loop
+from wemem.ml import memorization
 from wemem.ml.memorization import (
-    MemScoreConfig,
+    MemScoreSettings,
     ShardStats,
-    baseline_loop,
+    estimate_pool_shard,
     estimate_shard,
     export_reference_csv,
     import_reference_csv,
@@ -21,7 +24,14 @@ from wemem.ml.memorization import (
     scores_table,
     shard_model_ids,
     subset_mask,
+    summarise_scores,
+    train_pool,
 )
+from wemem.ml.memorization.ensemble import dropout_masks
+from wemem.ml.memorization.sparse import PoolCSR, SparseFirstLayer
+from wemem.ml.train import resolve_device
+
+from tests.conftest import REPO
 
 N_CLASSES = 3
 PROTO_FEATURES = 30
@@ -60,11 +70,17 @@ def _toy() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x, y, ~mislabeled, mislabeled
 
 
-def _cfg(**kw) -> MemScoreConfig:
-    base = dict(m=12, subset_fraction=0.5, epochs=40, batch_size=16, lr=3e-3, weight_decay=0.0,
-                device="cpu", progress=False, seed=3)
+def _cfg(**kw) -> MemScoreSettings:
+    base = dict(m=12, subset_fraction=0.5, epochs=40, batch_size=16, lr=3e-3, weight_decay=0.0)
     base.update(kw)
-    return MemScoreConfig(**base)
+    return MemScoreSettings(**base)
+
+
+RUN = dict(arch="column_fc", seed=3, device="cpu", progress=False)  # the run values: model, seed, device
+
+
+def _estimate(x, y, ids, cfg, **kw):
+    return estimate_shard(x, y, ids, cfg, **{**RUN, "num_classes": N_CLASSES, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +106,29 @@ def _one_thread():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"m": 1}, "at least 2"),
+        ({"m": 1}, "an integer >= 2"),
         ({"subset_fraction": 0.0}, r"\(0, 1\)"),
         ({"subset_fraction": 1.0}, r"\(0, 1\)"),
         ({"subset_fraction": 1.5}, r"\(0, 1\)"),
-        ({"estimator": "loss"}, "unknown"),
-        ({"first_layer": "csr"}, "unknown"),
-        ({"models_per_chunk": 0}, "at least 1"),
-        ({"converge_every": 0}, "at least 1"),
+        ({"estimator": "loss"}, "unknown estimator"),
+        ({"first_layer": "csr"}, "unknown first_layer"),
+        ({"models_per_chunk": 0}, "an integer >= 1"),
+        ({"converge_every": 0}, "an integer >= 1"),
+        ({"converge_check_rows": 0}, "an integer >= 1"),
+        ({"epochs_": 3}, "Extra inputs"),
     ],
 )
-def test_config_rejects_bad_values(kw, match):
-    with pytest.raises(ValueError, match=match):
-        MemScoreConfig(**kw)
+def test_settings_reject_bad_values(kw, match):
+    with pytest.raises(pydantic.ValidationError, match=match):
+        MemScoreSettings(**kw)
+
+
+def test_settings_hold_exactly_the_parameter_file_keys_plus_speed_settings():
+    conf = yaml.safe_load((REPO / "conf" / "base" / "parameters_memscore.yml").read_text())["memscore"]
+    speed = {"models_per_chunk", "first_layer", "sparse_threshold", "converge_acc", "converge_every",
+             "converge_check_rows"}
+    assert set(MemScoreSettings.model_fields) == set(conf) | speed
+    MemScoreSettings.model_validate(conf)
 
 
 @pytest.mark.parametrize("m, n_shards", [(64, 1), (64, 3), (10, 4), (5, 5), (7, 3)])
@@ -133,14 +159,14 @@ def test_shardstats_dict_round_trip():
 
 def test_dropout_masks_rate_and_model_independence():
     gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
-    masks = mz._dropout_masks(gens, 512, (256, 128), 0.1, torch.device("cpu"))
+    masks = dropout_masks(gens, 512, (256, 128), 0.1, torch.device("cpu"))
     assert [tuple(m.shape) for m in masks] == [(2, 512, 256), (2, 512, 128)]
     dropped = float(sum((m == 0).sum() for m in masks)) / (2 * 512 * 384)
     assert 0.09 < dropped < 0.11
     values = torch.unique(masks[0]).tolist()
     assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / 0.9)
     # model 2's masks alone equal its masks drawn beside model 1
-    alone = mz._dropout_masks([torch.Generator().manual_seed(2)], 512, (256, 128), 0.1, torch.device("cpu"))
+    alone = dropout_masks([torch.Generator().manual_seed(2)], 512, (256, 128), 0.1, torch.device("cpu"))
     assert torch.equal(alone[0][0], masks[0][1]) and torch.equal(alone[1][0], masks[1][1])
 
 
@@ -148,10 +174,10 @@ def test_sparse_first_layer_matches_dense_forward_and_gradient():
     rng = np.random.default_rng(0)
     x = torch.as_tensor((rng.random((50, 20)) < 0.2).astype(np.float32))
     x[:, 3] *= 2.5  # non-binary values take the weighted path
-    csr = mz._PoolCSR(x)
+    csr = PoolCSR(x)
     rows = torch.as_tensor(rng.integers(0, 50, size=(3, 8)))
     w = torch.randn(3, 20, 7, dtype=torch.float32, requires_grad=True)
-    sparse = mz._SparseFirstLayer.apply(w.reshape(-1, 7), csr.batch(rows)).view(3, 8, 7)
+    sparse = SparseFirstLayer.apply(w.reshape(-1, 7), csr.batch(rows)).view(3, 8, 7)
     dense = torch.bmm(x[rows], w)
     assert torch.allclose(sparse, dense, atol=1e-5)
     g = torch.randn(3, 8, 7)
@@ -169,7 +195,7 @@ def test_sparse_first_layer_matches_dense_forward_and_gradient():
 def test_mislabeled_singletons_score_high_typical_points_low(toy, estimator):
     x, y, typical, mislabeled = toy
     cfg = _cfg(estimator=estimator)
-    stats = estimate_shard(x, y, range(cfg.m), cfg, num_classes=N_CLASSES)
+    stats = _estimate(x, y, range(cfg.m), cfg)
     table = scores_table(stats, y)
     assert list(table.columns) == ["index", "label", "raw_score", "score", "n_in", "n_out"]
     assert np.all(table["n_in"] + table["n_out"] == cfg.m)
@@ -185,8 +211,8 @@ def test_mislabeled_singletons_score_high_typical_points_low(toy, estimator):
 def test_merged_shards_equal_unsharded_run(toy, first_layer):
     x, y, _, _ = toy
     cfg = _cfg(m=9, epochs=12, first_layer=first_layer, models_per_chunk=4, estimator="probability")
-    full = estimate_shard(x, y, range(cfg.m), cfg, num_classes=N_CLASSES)
-    shards = [estimate_shard(x, y, ids, cfg, num_classes=N_CLASSES) for ids in ([0, 1], [2, 3, 4, 5, 6], [7, 8])]
+    full = _estimate(x, y, range(cfg.m), cfg)
+    shards = [_estimate(x, y, ids, cfg) for ids in ([0, 1], [2, 3, 4, 5, 6], [7, 8])]
     merged = merge_shards(shards[::-1])
     assert merged.model_ids == list(range(cfg.m))
     assert np.array_equal(merged.in_count, full.in_count)
@@ -200,8 +226,8 @@ def test_merged_shards_equal_unsharded_run(toy, first_layer):
 def test_dense_and_sparse_first_layer_agree(toy):
     x, y, _, _ = toy
     cfg = _cfg(m=4, epochs=6, estimator="probability", converge_acc=None)
-    dense = estimate_shard(x, y, range(4), dataclasses.replace(cfg, first_layer="dense"), num_classes=N_CLASSES)
-    sparse = estimate_shard(x, y, range(4), dataclasses.replace(cfg, first_layer="sparse"), num_classes=N_CLASSES)
+    dense = _estimate(x, y, range(4), cfg.model_copy(update={"first_layer": "dense"}))
+    sparse = _estimate(x, y, range(4), cfg.model_copy(update={"first_layer": "sparse"}))
     np.testing.assert_allclose(dense.in_sum, sparse.in_sum, atol=1e-4)
     np.testing.assert_allclose(dense.out_sum, sparse.out_sum, atol=1e-4)
 
@@ -209,22 +235,22 @@ def test_dense_and_sparse_first_layer_agree(toy):
 def test_convergence_stop_ends_models_early_and_none_trains_all_epochs(toy):
     x, y, _, _ = toy
     cfg = _cfg(m=4, epochs=40)
-    stopped = estimate_shard(x, y, range(4), cfg, num_classes=N_CLASSES)
+    stopped = _estimate(x, y, range(4), cfg)
     assert all(e < cfg.epochs for e in stopped.epochs_run) and all(e % cfg.converge_every == 0 for e in stopped.epochs_run)
-    full = estimate_shard(x, y, range(4), dataclasses.replace(cfg, epochs=8, converge_acc=None), num_classes=N_CLASSES)
+    full = _estimate(x, y, range(4), cfg.model_copy(update={"epochs": 8, "converge_acc": None}))
     assert full.epochs_run == [8] * 4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_stacked_ensemble(toy):
     x, y, typical, mislabeled = toy
-    cfg = _cfg(device="auto")
-    assert mz.resolve_device(cfg.device).type == "cuda"
-    stats = estimate_shard(x, y, range(cfg.m), cfg, num_classes=N_CLASSES)
+    cfg = _cfg()
+    assert resolve_device("auto").type == "cuda"
+    stats = _estimate(x, y, range(cfg.m), cfg, device="auto")
     assert np.all(stats.in_count + stats.out_count == cfg.m)
     raw = scores_table(stats, y)["raw_score"].to_numpy()
     assert raw[mislabeled].min() > raw[typical].max()
-    shards = [estimate_shard(x, y, ids, cfg, num_classes=N_CLASSES) for ids in (range(0, 5), range(5, 12))]
+    shards = [_estimate(x, y, ids, cfg, device="auto") for ids in (range(0, 5), range(5, 12))]
     assert np.array_equal(merge_shards(shards).in_count, stats.in_count)
 
 
@@ -243,11 +269,11 @@ def test_merge_refuses_overlap_and_size_mismatch():
 def test_baseline_loop_runs_all_epochs(toy):
     x, y, _, mislabeled = toy
     cfg = _cfg(m=3, epochs=2, batch_size=64)
-    stats = baseline_loop(x, y, cfg, num_classes=N_CLASSES)
+    stats = baseline_loop(x, y, cfg, seed=RUN["seed"], device="cpu", progress=False, num_classes=N_CLASSES)
     assert stats.model_ids == [0, 1, 2] and stats.epochs_run == [2, 2, 2]
     assert np.all(stats.in_count + stats.out_count == 3)
     # same subsets as the estimator
-    ours = estimate_shard(x, y, range(3), dataclasses.replace(cfg, epochs=1), num_classes=N_CLASSES)
+    ours = _estimate(x, y, range(3), cfg.model_copy(update={"epochs": 1}))
     assert np.array_equal(ours.in_count, stats.in_count)
 
 
@@ -255,12 +281,40 @@ def test_image_models_fall_back_to_one_at_a_time_training():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(12, 3, 8, 8), dtype=np.uint8)
     y = np.arange(12) % 2
-    cfg = MemScoreConfig(m=2, subset_fraction=0.5, epochs=1, batch_size=8, arch="resnet18", device="cpu",
-                         progress=False)
-    stats = estimate_shard(x, y, [0, 1], cfg, num_classes=2, arch_kwargs={"mean": [0.5] * 3, "std": [0.25] * 3})
+    cfg = MemScoreSettings(m=2, subset_fraction=0.5, epochs=1, batch_size=8)
+    stats = estimate_shard(x, y, [0, 1], cfg, arch="resnet18", seed=0, device="cpu", progress=False, num_classes=2,
+                           arch_kwargs={"mean": [0.5] * 3, "std": [0.25] * 3})
     assert stats.epochs_run == [1, 1]
     assert np.all(stats.in_count + stats.out_count == 2)
     assert np.all((stats.in_sum >= 0) & (stats.in_sum <= stats.in_count))
+
+
+def test_pool_shards_train_on_the_train_pool_and_summarise(toy):
+    x, y, _, _ = toy
+    rows = np.arange(len(y))[::-1].copy()  # the pool in another order than the raw rows
+    arrays = {"features": np.concatenate([x, x[:5]]), "labels": np.concatenate([y, y[:5]])}
+    splits = {"train_pool": rows}
+    info = {"kind": "tabular", "num_classes": N_CLASSES, "mean": None, "std": None}
+    cfg = _cfg(m=6, epochs=4, n_shards=2)
+    px, py = train_pool(arrays, splits)
+    assert np.array_equal(px, x[rows]) and np.array_equal(py, y[rows])
+    shards = [estimate_pool_shard(arrays, splits, info, cfg, k, 2, arch="column_fc", seed=3, device="cpu",
+                                  progress=False) for k in range(2)]
+    direct = _estimate(px, py, range(6), cfg)
+    merged = merge_shards(shards)
+    assert merged.model_ids == list(range(6))
+    np.testing.assert_allclose(merged.in_sum, direct.in_sum, rtol=1e-6, atol=1e-9)
+    table = scores_table(merged, py)
+    summary = summarise_scores(table, "toy", cfg, tau=0.6)
+    assert (summary["dataset"], summary["n"], summary["m"], summary["estimator"], summary["imported"]) == \
+        ("toy", len(y), 6, "correctness", False)
+    assert summary["tau"] == 0.6 and summary["share_at_or_above_tau"] == float(np.mean(table["score"] >= 0.6))
+
+
+def test_memorization_package_does_not_import_kedro():
+    for path in Path(memorization.__file__).parent.glob("*.py"):
+        src = path.read_text()
+        assert "import kedro" not in src and "from kedro" not in src, path
 
 
 def test_missing_in_or_out_models_give_nan_raw_and_zero_score():

@@ -94,6 +94,15 @@ class Registry(Mapping[str, Entry]):
         except (KeyError, TypeError):
             raise UnknownName(self.unknown_message(name)) from None
 
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable value (e.g. a list in a typo'd parameter)
+            return False
+
+    def get(self, name: str, default: Any = None) -> Entry | Any:
+        return self._entries.get(name, default) if name in self else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
 

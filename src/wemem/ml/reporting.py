@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # figures without pyplot: no backend, no global state
 
+from .attacks import ATTACKS, strongest_attack
+
 __all__ = [
     "plot_score_distribution",
     "comparison_row",
@@ -17,12 +19,8 @@ __all__ = [
     "time_cost_table",
     "plot_privacy_utility",
     "plot_roc_curves",
+    "roc_curves_by_combination",
 ]
-
-ATTACK_LABELS = {
-    "conf": "Conf", "entr": "Entr", "mentr": "Mentr", "hconf": "Hconf", "nn": "NN",
-    "top3_nn": "Top3-NN", "ci_nn": "CI-NN", "samia": "SAMIA", "lira": "LiRA", "rmia": "RMIA",
-}
 
 
 def plot_score_distribution(table: pd.DataFrame, title: str = "memorisation scores") -> Figure:
@@ -62,10 +60,9 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
         row[f"{name}_auc"] = m["auc"]
         row[f"{name}_tpr_at_1fpr"] = m["tpr_at_1fpr"]
         row[f"{name}_tpr_at_0.1fpr"] = m["tpr_at_0.1fpr"]
-    accs = {name: m["balanced_acc"] for name, m in metrics.items()}
-    row["max_attack_acc"] = max(accs.values()) if accs else np.nan
-    row["strongest_attack"] = max(accs, key=accs.get) if accs else ""
-    metric_accs = [accs[a] for a in ("conf", "entr", "mentr", "hconf") if a in accs]
+    strongest, row["max_attack_acc"] = strongest_attack(metrics)
+    row["strongest_attack"] = strongest
+    metric_accs = [metrics[a]["balanced_acc"] for a, e in ATTACKS.items() if e.family == "metric" and a in metrics]
     row["max_metric_attack_acc"] = max(metric_accs) if metric_accs else np.nan
     row["finetune_seconds"] = result.get("finetune_seconds", np.nan)
     row["final_sparsity"] = result.get("final_sparsity", np.nan)
@@ -88,7 +85,7 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
     """The table laid out like the paper's: test accuracy, then each attack's accuracy (%)."""
-    head = ["Data & Model", "Pruning", "Defense", "Test Acc (%)"] + [ATTACK_LABELS.get(a, a) for a in attacks] + ["Max", "FT time (s)"]
+    head = ["Data & Model", "Pruning", "Defense", "Test Acc (%)"] + [ATTACKS.label(a) for a in attacks] + ["Max", "FT time (s)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def pct(v: Any) -> str:
@@ -137,6 +134,15 @@ def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def roc_curves_by_combination(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ROC curves of every evaluated combination, by a label naming its defense (and its
+    pruning: ``variant (method @ sparsity)``), for :func:`plot_roc_curves`."""
+    return {
+        (r["variant"] if r.get("method") is None else f"{r['variant']} ({r['method']} @ {r['sparsity']:.0%})"): r["roc"]
+        for r in results if r.get("status") == "ok" and r.get("roc")
+    }
+
+
 def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]]) -> Figure:
     """Victim ROC curves on log-log axes: one panel per defense, one line per attack.
 
@@ -152,7 +158,7 @@ def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]]) ->
         for attack, pts in attacks.items():
             fpr = np.clip(np.asarray(pts["fpr"], dtype=float), 1e-5, 1)
             tpr = np.clip(np.asarray(pts["tpr"], dtype=float), 1e-5, 1)
-            ax.plot(fpr, tpr, lw=1, label=ATTACK_LABELS.get(attack, attack))
+            ax.plot(fpr, tpr, lw=1, label=ATTACKS.label(attack))
         ax.plot([1e-5, 1], [1e-5, 1], color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -8,8 +8,8 @@ Where the cluster is, first found wins:
 
 1. ``kedro run --runner=wemem.runners.DaskRunner --runner-params address=tcp://host:8786``
 2. the environment variable ``WEMEM_DASK_ADDRESS``
-3. ``dask.address`` in the parameters (``conf/base/parameters_dask.yml``; ``--env`` and
-   ``--params dask.address=...`` apply)
+3. ``dask.address`` in the runner configuration (``conf/<env>/runner.yml``, read like
+   ``mlflow.yml``; ``--env`` applies)
 4. none: a ``LocalCluster`` on 127.0.0.1 with one single-threaded worker process per core,
    closed after the run (``cluster_args`` / ``dask.cluster`` change its settings).
 
@@ -60,7 +60,6 @@ from kedro.runner import AbstractRunner
 from kedro.runner.task import Task
 
 ADDRESS_ENV = "WEMEM_DASK_ADDRESS"
-PARAMS_KEY = "params:dask"
 MLFLOW_ENV = ("MLFLOW_", "WEMEM_MLFLOW_")  # environment variables sent to the workers
 RUN_SCOPED_ENV = ("WEMEM_MLFLOW_", "MLFLOW_RUN_ID")  # removed there when the driver has none
 
@@ -95,11 +94,13 @@ class DaskRunner(AbstractRunner):
         return None
 
     # ------------------------------------------------------------------ settings
-    def settings(self, catalog: Any = None) -> dict[str, Any]:
-        """The address, LocalCluster settings and resources this run uses (see the module doc)."""
-        conf: dict[str, Any] = {}
-        if catalog is not None and PARAMS_KEY in catalog:
-            conf = dict(catalog.load(PARAMS_KEY) or {})
+    def settings(self, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The address, LocalCluster settings and resources this run uses (see the module doc);
+        ``conf`` is the ``dask`` block of the runner configuration (default: the project's)."""
+        if conf is None:
+            from wemem import structure
+
+            conf = structure.config("runner").get("dask") or {}
         cluster = {"n_workers": os.cpu_count() or 1, "threads_per_worker": 1}
         cluster.update(conf.get("cluster") or {})
         cluster.update(self._cluster_args)
@@ -128,7 +129,7 @@ class DaskRunner(AbstractRunner):
         nodes = pipeline.nodes  # topologically sorted
         if not nodes:  # e.g. --only-missing-outputs with every output present
             return
-        settings = self.settings(catalog)
+        settings = self.settings()
         run_id = run_id or uuid.uuid4().hex
         parents = pipeline.node_dependencies
         children: dict[Any, set] = {n: set() for n in nodes}

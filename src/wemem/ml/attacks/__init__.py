@@ -1,23 +1,28 @@
 """Membership inference attacks (SPEC §8): metric (Conf, Entr, Mentr, Hconf), classifier
 (NN, Top3-NN, CI-NN, SAMIA) and calibrated (LiRA, RMIA) attacks, and their metrics.
 
-Importing the package registers every attack in ``ATTACK_REGISTRY``.
+Importing the package imports every module in it, so every attack registers itself in
+:data:`ATTACKS` (the three families first, in the paper's order; then any other module: a new
+attack is one module plus its ``mia_evaluation`` conf entry).
 """
 
-from . import calibrated, classifier, metric  # noqa: F401  (register the attacks)
+import importlib
+import pkgutil
+
+from . import metric, classifier, calibrated  # noqa: I001  (the paper's order)
 from .base import (
-    ATTACK_NAMES,
-    ATTACK_REGISTRY,
-    AttackConfig,
+    ATTACKS,
+    AttackContext,
     AttackData,
     AttackResult,
     ModelOutputs,
     pooled_shadows,
-    register,
     validate_attack_data,
 )
-from .metric import best_threshold, brute_force_threshold, class_thresholds
-from .metrics import attack_metrics, roc_points
+from .calibrated import RmiaSettings
+from .classifier import AttackModelSettings, SamiaSettings
+from .metric import best_threshold, class_thresholds
+from .metrics import attack_metrics, roc_points, strongest_attack, thinned_roc
 from .runner import run_attacks
 from .signals import (
     compute_sensitivity,
@@ -27,9 +32,13 @@ from .signals import (
     true_class_prob,
 )
 
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+del _module
+
 __all__ = [
-    "ATTACK_NAMES", "ATTACK_REGISTRY", "AttackConfig", "AttackData", "AttackResult", "ModelOutputs",
-    "attack_metrics", "best_threshold", "brute_force_threshold", "class_thresholds",
+    "ATTACKS", "AttackContext", "AttackData", "AttackModelSettings", "AttackResult", "ModelOutputs",
+    "RmiaSettings", "SamiaSettings", "attack_metrics", "best_threshold", "class_thresholds",
     "compute_sensitivity", "entropy", "logit_confidence", "modified_entropy", "pooled_shadows",
-    "register", "roc_points", "run_attacks", "true_class_prob", "validate_attack_data",
+    "roc_points", "run_attacks", "strongest_attack", "thinned_roc", "true_class_prob", "validate_attack_data",
 ]

@@ -1,17 +1,35 @@
-"""Data types shared by every attack, the attack registry and ``run_attacks``."""
+"""Data types shared by every attack and the attack registry :data:`ATTACKS`.
+
+An attack is a function ``attack(data: AttackData, ctx: AttackContext) -> AttackResult`` that
+registers itself where it is written, with its label (tables, plots), its family (``metric``,
+``classifier`` or ``calibrated``) and the schema of its own settings (a
+:class:`wemem.ml.schema.Section`, or none)::
+
+    class RmiaSettings(Section):
+        a: Unit = 0.3
+        gamma: Pos = 1.0
+
+    @ATTACKS.register("rmia", label="RMIA", family="calibrated", settings=RmiaSettings)
+    def rmia_attack(data, ctx): ...   # ctx.settings is an RmiaSettings
+
+The attack's conf entry is ``mia_evaluation.<name>`` (validated by that schema); the classifier
+family shares ``mia_evaluation.attack_model`` (:class:`AttackModelSettings`), handed over as
+``ctx.training``. Importing :mod:`wemem.ml.attacks` imports every module of the package, so a
+new attack is one module plus its conf entry.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..registry import Registry
 from .metrics import attack_metrics
 
-ATTACK_NAMES: tuple[str, ...] = (
-    "conf", "entr", "mentr", "hconf", "nn", "top3_nn", "ci_nn", "samia", "lira", "rmia",
-)
+ATTACKS = Registry("attack")
+"""name → attack function, with its label, family and settings schema."""
 
 
 @dataclass
@@ -39,25 +57,14 @@ class AttackData:
     population_labels: np.ndarray  # (n_pop,)
 
 
-@dataclass
-class AttackConfig:
-    """Attack settings; the defaults are the SPEC's values."""
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack gets besides the data."""
 
-    epochs: int = 100
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    milestones: tuple[int, ...] = (50, 75)
-    dropout: float = 0.2
-    samia_width: int = 64
-    samia_layers: int = 3
-    samia_heads: int = 4
-    rmia_a: float = 0.3
-    rmia_gamma: float = 1.0
+    settings: Any = None  # the attack's own settings: an instance of its registered schema (None: it has none)
+    training: Any = None  # classifier family: the shared AttackModelSettings (None: their defaults)
     device: str = "cpu"
     seed: int = 0
-    attacks: tuple[str, ...] = ATTACK_NAMES
 
 
 @dataclass
@@ -66,20 +73,6 @@ class AttackResult:
     scores: np.ndarray  # (n_target,) higher = more likely member
     predictions: np.ndarray  # (n_target,) bool decision at the attack's own rule
     metrics: dict[str, float]  # balanced_acc, auc, tpr_at_1fpr, tpr_at_0.1fpr
-
-
-AttackFn = Callable[[AttackData, AttackConfig], AttackResult]
-ATTACK_REGISTRY: dict[str, AttackFn] = {}
-
-
-def register(name: str) -> Callable[[AttackFn], AttackFn]:
-    """Decorator adding an attack function to ``ATTACK_REGISTRY`` under ``name``."""
-
-    def deco(fn: AttackFn) -> AttackFn:
-        ATTACK_REGISTRY[name] = fn
-        return fn
-
-    return deco
 
 
 def make_result(name: str, scores: np.ndarray, predictions: np.ndarray, data: AttackData) -> AttackResult:

@@ -24,11 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from .base import AttackConfig, AttackData, AttackResult, ModelOutputs, make_result, register
+from ..schema import Pos, Section, Unit
+from .base import ATTACKS, AttackContext, AttackData, AttackResult, ModelOutputs, make_result
 from .metric import best_threshold
-from .signals import logit_confidence, true_class_prob
+from .signals import logit_confidence
 
 SIGMA_FLOOR = 1e-6
+
+
+class RmiaSettings(Section):
+    """``mia_evaluation.rmia``: offline RMIA's ``a`` (how an OUT reference's confidence stands in
+    for an IN one's) and ``gamma`` (the likelihood-ratio margin over population samples)."""
+
+    a: Unit = 0.3
+    gamma: Pos = 1.0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -80,13 +89,13 @@ def rmia_scores(lr_x: np.ndarray, lr_pop: np.ndarray, gamma: float) -> np.ndarra
     return np.searchsorted(pop, np.asarray(lr_x, dtype=np.float64) / gamma, side="right") / pop.size
 
 
-def _rmia_target_scores(data: AttackData, config: AttackConfig) -> np.ndarray:
+def _rmia_target_scores(data: AttackData, settings: RmiaSettings) -> np.ndarray:
     t = data.target
-    pr_x = rmia_pr_x(_true_probs(data.reference_on_target, t.labels), config.rmia_a)
+    pr_x = rmia_pr_x(_true_probs(data.reference_on_target, t.labels), settings.a)
     lr_x = _true_probs(t.probs, t.labels) / pr_x
-    pr_z = rmia_pr_x(_true_probs(data.reference_on_population, data.population_labels), config.rmia_a)
+    pr_z = rmia_pr_x(_true_probs(data.reference_on_population, data.population_labels), settings.a)
     lr_z = _true_probs(data.target_on_population, data.population_labels) / pr_z
-    return rmia_scores(lr_x, lr_z, config.rmia_gamma)
+    return rmia_scores(lr_x, lr_z, settings.gamma)
 
 
 # ---------------------------------------------------------------- calibration views
@@ -162,8 +171,8 @@ def _calibrated_threshold(pairs: list[tuple[np.ndarray, np.ndarray]], default: f
 
 
 # ---------------------------------------------------------------- attacks
-@register("lira")
-def lira_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("lira", label="LiRA", family="calibrated")
+def lira_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     """Offline LiRA with a global variance: z = (φ_target − μ_out)/σ, score = −log(1 − Φ(z))."""
     t = data.target
     phi_refs = logit_confidence(data.reference_on_target, t.labels)  # (k, n)
@@ -179,11 +188,12 @@ def lira_attack(data: AttackData, config: AttackConfig) -> AttackResult:
     return make_result("lira", lira_score(z), z >= threshold, data)
 
 
-@register("rmia")
-def rmia_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("rmia", label="RMIA", family="calibrated", settings=RmiaSettings)
+def rmia_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     """Offline RMIA: score(x) = fraction of population z with LR(x)/LR(z) ≥ γ."""
-    a, gamma = config.rmia_a, config.rmia_gamma
-    scores = _rmia_target_scores(data, config)
+    settings = ctx.settings if ctx.settings is not None else RmiaSettings()
+    a, gamma = settings.a, settings.gamma
+    scores = _rmia_target_scores(data, settings)
 
     pairs = []
     for v in calibration_views(data):

@@ -1,10 +1,13 @@
 """Classifier attacks trained on pooled shadow in/out: NN, Top3-NN, CI-NN (MLP) and SAMIA
 (a small Transformer over per-class tokens).
 
-Training keeps all data on ``config.device`` as tensors and draws batches by slicing a seeded
-permutation (no DataLoader). Initialisation and dropout are seeded with ``config.seed`` inside
-``torch.random.fork_rng`` so the caller's global RNG state is left untouched. Members and
-non-members are balanced by class weights in the cross-entropy loss.
+The family shares one training schema, :class:`AttackModelSettings` (conf:
+``mia_evaluation.attack_model``, handed over as ``AttackContext.training``); SAMIA adds its own
+:class:`SamiaSettings` (conf: ``mia_evaluation.samia``). Training keeps all data on the context's
+device as tensors and draws batches by slicing a seeded permutation (no DataLoader).
+Initialisation and dropout are seeded with the context's seed inside ``torch.random.fork_rng``
+so the caller's global RNG state is left untouched. Members and non-members are balanced by
+class weights in the cross-entropy loss.
 """
 
 from __future__ import annotations
@@ -14,12 +17,46 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from ..dropout import fast_dropout
-from .base import AttackConfig, AttackData, AttackResult, ModelOutputs, make_result, pooled_shadows, register
+from ..schema import NonNeg, Pos, PosInt, Section, Sparsity, fail
+from .base import ATTACKS, AttackContext, AttackData, AttackResult, ModelOutputs, make_result, pooled_shadows
 
 PREDICT_BATCH = 4096
+
+
+# ---------------------------------------------------------------- settings
+class AttackModelSettings(Section):
+    """``mia_evaluation.attack_model``: how every classifier attack trains its attack model
+    (defaults: SPEC §8)."""
+
+    epochs: PosInt = 100
+    lr: Pos = 1e-3
+    momentum: NonNeg = 0.9
+    weight_decay: NonNeg = 5e-4
+    batch_size: PosInt = 128
+    milestones: list[PosInt] = [50, 75]  # the learning rate drops ×0.1 at these epochs
+    dropout: Sparsity = 0.2
+
+
+class SamiaSettings(Section):
+    """``mia_evaluation.samia``: the sensitivity signal (``n_draws`` perturbations of size
+    ``eps``, computed with the model outputs) and the Transformer's shape."""
+
+    n_draws: PosInt = 10
+    eps: Pos = 1e-3
+    width: PosInt = 64
+    layers: PosInt = 3
+    heads: PosInt = 4
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> SamiaSettings:
+        if self.width % self.heads:
+            raise fail(f"width {self.width} is not divisible by heads {self.heads}",
+                       "a width that is a multiple of heads")
+        return self
 
 
 # ---------------------------------------------------------------- features
@@ -134,17 +171,18 @@ def _fork_devices(device: torch.device) -> list:
 
 
 def fit_attack_model(
-    make_model: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, config: AttackConfig
+    make_model: Callable[[], nn.Module], x: np.ndarray, y: np.ndarray, training: AttackModelSettings,
+    *, device: str = "cpu", seed: int = 0,
 ) -> nn.Module:
     """Build ``make_model()`` and train it on features ``x`` (n, d) and member labels ``y``.
 
-    SGD(momentum, weight decay), MultiStepLR ×0.1 at ``config.milestones``, class-weighted
-    cross-entropy, ``config.epochs`` epochs of ``config.batch_size`` batches. Deterministic for a
-    given ``config.seed`` on a given device.
+    SGD(momentum, weight decay), MultiStepLR ×0.1 at ``training.milestones``, class-weighted
+    cross-entropy, ``training.epochs`` epochs of ``training.batch_size`` batches. Deterministic
+    for a given ``seed`` on a given device.
     """
-    device = torch.device(config.device)
+    device = torch.device(device)
     with torch.random.fork_rng(devices=_fork_devices(device)):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(seed)
         model = make_model().to(device)
         xt = torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32, device=device)
         yt = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
@@ -152,16 +190,16 @@ def fit_attack_model(
         counts = torch.bincount(yt, minlength=2).to(torch.float32)
         weight = torch.where(counts > 0, n / (2.0 * counts.clamp(min=1)), torch.zeros_like(counts))
         loss_fn = nn.CrossEntropyLoss(weight=weight)
-        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                              weight_decay=config.weight_decay)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(config.milestones), gamma=0.1)
+        opt = torch.optim.SGD(model.parameters(), lr=training.lr, momentum=training.momentum,
+                              weight_decay=training.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(training.milestones), gamma=0.1)
         gen = torch.Generator(device=device)
-        gen.manual_seed(config.seed)
+        gen.manual_seed(seed)
         model.train()
-        for _ in range(config.epochs):
+        for _ in range(training.epochs):
             perm = torch.randperm(n, generator=gen, device=device)
-            for i in range(0, n, config.batch_size):
-                idx = perm[i : i + config.batch_size]
+            for i in range(0, n, training.batch_size):
+                idx = perm[i : i + training.batch_size]
                 opt.zero_grad(set_to_none=True)
                 loss_fn(model(xt[idx]), yt[idx]).backward()
                 opt.step()
@@ -194,42 +232,48 @@ def predict_member(model: nn.Module, x: np.ndarray, device: str) -> tuple[np.nda
 def classifier_attack(
     name: str,
     data: AttackData,
-    config: AttackConfig,
+    ctx: AttackContext,
     featurize: Callable[[ModelOutputs], np.ndarray],
     make_model: Callable[[int], nn.Module],
 ) -> AttackResult:
     """Train ``make_model(feature_dim)`` on the pooled shadows' features, score the target."""
     sh = pooled_shadows(data)
     x_sh = featurize(sh)
-    model = fit_attack_model(lambda: make_model(x_sh.shape[1]), x_sh, sh.member, config)
-    scores, predictions = predict_member(model, featurize(data.target), config.device)
+    model = fit_attack_model(lambda: make_model(x_sh.shape[1]), x_sh, sh.member, training_of(ctx),
+                             device=ctx.device, seed=ctx.seed)
+    scores, predictions = predict_member(model, featurize(data.target), ctx.device)
     return make_result(name, scores, predictions, data)
 
 
-def _mlp(config: AttackConfig) -> Callable[[int], nn.Module]:
-    return lambda d: AttackMLP(d, dropout=config.dropout)
+def training_of(ctx: AttackContext) -> AttackModelSettings:
+    """The family's shared training settings of ``ctx`` (their defaults when it has none)."""
+    return ctx.training if ctx.training is not None else AttackModelSettings()
 
 
-@register("nn")
-def nn_attack(data: AttackData, config: AttackConfig) -> AttackResult:
-    return classifier_attack("nn", data, config, nn_features, _mlp(config))
+def _mlp(ctx: AttackContext) -> Callable[[int], nn.Module]:
+    return lambda d: AttackMLP(d, dropout=training_of(ctx).dropout)
 
 
-@register("top3_nn")
-def top3_nn_attack(data: AttackData, config: AttackConfig) -> AttackResult:
-    return classifier_attack("top3_nn", data, config, top3_features, _mlp(config))
+@ATTACKS.register("nn", label="NN", family="classifier")
+def nn_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
+    return classifier_attack("nn", data, ctx, nn_features, _mlp(ctx))
 
 
-@register("ci_nn")
-def ci_nn_attack(data: AttackData, config: AttackConfig) -> AttackResult:
-    return classifier_attack("ci_nn", data, config, ci_features, _mlp(config))
+@ATTACKS.register("top3_nn", label="Top3-NN", family="classifier")
+def top3_nn_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
+    return classifier_attack("top3_nn", data, ctx, top3_features, _mlp(ctx))
 
 
-@register("samia")
-def samia_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("ci_nn", label="CI-NN", family="classifier")
+def ci_nn_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
+    return classifier_attack("ci_nn", data, ctx, ci_features, _mlp(ctx))
+
+
+@ATTACKS.register("samia", label="SAMIA", family="classifier", settings=SamiaSettings, needs=("sensitivity",))
+def samia_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     c = int(data.target.probs.shape[1])
+    s = ctx.settings if ctx.settings is not None else SamiaSettings()
     return classifier_attack(
-        "samia", data, config, samia_features,
-        lambda d: SamiaTransformer(c, width=config.samia_width, layers=config.samia_layers,
-                                   heads=config.samia_heads, dropout=config.dropout),
+        "samia", data, ctx, samia_features,
+        lambda d: SamiaTransformer(c, width=s.width, layers=s.layers, heads=s.heads, dropout=training_of(ctx).dropout),
     )

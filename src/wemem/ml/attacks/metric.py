@@ -4,32 +4,33 @@ chosen on the pooled shadow outputs to maximise ½(TPR + TNR).
 
 Threshold search. The candidates are the sorted unique pooled values followed by +inf (the
 "nobody is a member" rule). ``best_threshold`` sorts once and reads, for every candidate, the
-members at or above it and the non-members below it from cumulative counts: O(n log n).
-``brute_force_threshold`` compares every candidate with every value (O(n²), done in chunks);
-it is the reference used by the tests and the benchmark. Both evaluate the same candidates in
-the same order with the same float formula and keep the first (lowest) maximiser, so they
-return the same threshold and balanced accuracy. When one group is empty the objective is the
-rate of the group that is present.
+members at or above it and the non-members below it from cumulative counts: O(n log n). The
+quadratic reference scan the tests and the benchmark compare it with lives outside the library
+(``benchmarks/reference/threshold_scan.py``); it evaluates the same candidates in the same order
+with the same float formula (:func:`balanced_objective`) and keeps the first (lowest)
+maximiser, so both return the same threshold and balanced accuracy. When one group is empty the
+objective is the rate of the group that is present.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import AttackConfig, AttackData, AttackResult, make_result, n_classes, pooled_shadows, register
+from .base import ATTACKS, AttackContext, AttackData, AttackResult, make_result, n_classes, pooled_shadows
 from .signals import entropy, modified_entropy, true_class_prob
 
 
-def _as_values(x: np.ndarray) -> np.ndarray:
+def as_values(x: np.ndarray) -> np.ndarray:
+    """The values of one group as a flat float64 array (NaN is an error)."""
     v = np.asarray(x, dtype=np.float64).ravel()
     if np.isnan(v).any():
         raise ValueError("threshold search: values contain NaN")
     return v
 
 
-def _balanced(tp: np.ndarray, tn: np.ndarray, n_m: int, n_n: int) -> np.ndarray:
-    """Objective for given member hits ``tp`` and non-member hits ``tn`` (same formula in both
-    searches, so their floats are identical)."""
+def balanced_objective(tp: np.ndarray, tn: np.ndarray, n_m: int, n_n: int) -> np.ndarray:
+    """Objective for given member hits ``tp`` and non-member hits ``tn`` (the reference scan uses
+    the same formula, so their floats are identical)."""
     if n_m > 0 and n_n > 0:
         return 0.5 * (tp / n_m + tn / n_n)
     if n_m > 0:
@@ -42,8 +43,8 @@ def best_threshold(member_values: np.ndarray, nonmember_values: np.ndarray) -> t
 
     Returns ``(threshold, balanced_accuracy)``; ``(inf, nan)`` when both inputs are empty.
     """
-    m = _as_values(member_values)
-    nm = _as_values(nonmember_values)
+    m = as_values(member_values)
+    nm = as_values(nonmember_values)
     n_m, n_n = m.size, nm.size
     if n_m + n_n == 0:
         return float("inf"), float("nan")
@@ -60,34 +61,9 @@ def best_threshold(member_values: np.ndarray, nonmember_values: np.ndarray) -> t
     below_m = members_before[start]
     tp = n_m - below_m  # members with value ≥ candidate
     tn = start - below_m  # non-members with value < candidate
-    ba = _balanced(tp, tn, n_m, n_n)
+    ba = balanced_objective(tp, tn, n_m, n_n)
     k = int(np.argmax(ba))
     return float(candidates[k]), float(ba[k])
-
-
-def brute_force_threshold(
-    member_values: np.ndarray, nonmember_values: np.ndarray, chunk_size: int = 256
-) -> tuple[float, float]:
-    """Quadratic reference for ``best_threshold``: every candidate against every value.
-
-    Vectorised over ``chunk_size`` candidates at a time; only for tests and the benchmark.
-    """
-    m = _as_values(member_values)
-    nm = _as_values(nonmember_values)
-    n_m, n_n = m.size, nm.size
-    if n_m + n_n == 0:
-        return float("inf"), float("nan")
-    candidates = np.append(np.unique(np.concatenate([m, nm])), np.inf)
-    best_t, best_ba = float("inf"), -np.inf
-    for i in range(0, candidates.size, chunk_size):
-        c = candidates[i : i + chunk_size, None]
-        tp = np.count_nonzero(m[None, :] >= c, axis=1)
-        tn = np.count_nonzero(nm[None, :] < c, axis=1)
-        ba = _balanced(tp, tn, n_m, n_n)
-        k = int(np.argmax(ba))
-        if ba[k] > best_ba:
-            best_t, best_ba = float(c[k, 0]), float(ba[k])
-    return best_t, best_ba
 
 
 def class_thresholds(
@@ -142,23 +118,23 @@ def _neg_mentr(probs, labels):
     return -modified_entropy(probs, labels)
 
 
-@register("conf")
-def conf_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("conf", label="Conf", family="metric")
+def conf_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     return per_class_attack("conf", data, _conf)
 
 
-@register("entr")
-def entr_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("entr", label="Entr", family="metric")
+def entr_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     return per_class_attack("entr", data, _neg_entropy)
 
 
-@register("mentr")
-def mentr_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("mentr", label="Mentr", family="metric")
+def mentr_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     return per_class_attack("mentr", data, _neg_mentr)
 
 
-@register("hconf")
-def hconf_attack(data: AttackData, config: AttackConfig) -> AttackResult:
+@ATTACKS.register("hconf", label="Hconf", family="metric")
+def hconf_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     sh = pooled_shadows(data)
     v_sh = true_class_prob(sh.probs, sh.labels).astype(np.float64)
     threshold, _ = best_threshold(v_sh[sh.member], v_sh[~sh.member])

@@ -1,6 +1,9 @@
-"""Attack evaluation metrics: balanced accuracy, ROC AUC, TPR at low FPR."""
+"""Attack evaluation metrics: balanced accuracy, ROC AUC, TPR at low FPR; the ROC points a
+record keeps and the strongest of several attacks."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -51,3 +54,22 @@ def attack_metrics(
     for key, level in FPR_LEVELS.items():
         out[key] = tpr_at_fpr(fpr, tpr, level)
     return out
+
+
+def thinned_roc(scores: np.ndarray, is_member: np.ndarray, n_points: int = 200) -> dict[str, list[float]]:
+    """The ROC curve of ``scores`` cut down to about ``n_points`` points (``{"fpr", "tpr"}``
+    lists) spaced evenly in log(FPR) from 1e-5 to 1, so the low-FPR end of a log-log plot keeps
+    its detail; the first and last points are always kept."""
+    fpr, tpr = roc_points(scores, is_member)
+    grid = np.searchsorted(fpr, np.logspace(-5, 0, n_points))
+    keep = np.unique(np.clip(np.r_[0, grid, grid - 1, len(fpr) - 1], 0, len(fpr) - 1))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
+
+
+def strongest_attack(metrics: Mapping[str, Mapping[str, float]]) -> tuple[str, float]:
+    """The attack with the highest balanced accuracy (the first one on ties) and that accuracy;
+    ``("", nan)`` when there are none."""
+    if not metrics:
+        return "", float("nan")
+    name = max(metrics, key=lambda a: metrics[a]["balanced_acc"])
+    return name, metrics[name]["balanced_acc"]

@@ -11,9 +11,13 @@ dpsgd      dpsgd            Opacus per-sample clipping + noise, ε accounting
 schedule   —                settings → strategy; prune + fine-tune under one defense
 =========  ===============  ==============================================
 
-Adding a defense = one module that registers a class in :data:`DEFENSES` (with its nested
-``Settings`` schema), imported below, plus a variant under ``defenses:`` in conf.
+Adding a defense = one module in this package that registers a class in :data:`DEFENSES`
+(with its nested ``Settings`` schema), plus a variant under ``defenses:`` in conf. Every module
+of the package is imported here, so nothing else needs an edit.
 """
+
+import importlib
+import pkgutil
 
 # registration order = the order tables list them in
 from . import memorisation, regularisers, adversarial, dpsgd  # noqa: F401,I001  (register the defenses)
@@ -22,7 +26,11 @@ from .base import DEFENSES, LAMBDA_G, Base, DefenseState, MaskedStrategy
 from .dpsgd import DPSGD
 from .memorisation import RMR, RSW, SWMR, TAU_MODES, risky_mask
 from .regularisers import PPB, RelaxLoss, ppb_loss, relaxloss_flatten_targets
-from .schedule import (
+# any other module of the package (a new defense) registers itself on import
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+from .schedule import (  # noqa: E402
     build_strategy,
     defense_settings,
     finetune_config,

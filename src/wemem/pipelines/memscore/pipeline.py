@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(import_memscores, ["dataset_arrays", "splits", "params:memscore"], "memscores", name="import_memscores")
         ]
     else:
-        shard_inputs = ["dataset_arrays", "splits", "dataset_info", "params:memscore",
+        shard_inputs = ["dataset_arrays", "splits", "dataset_info", "params:dataset_settings", "params:memscore",
                         "params:seed", "params:device", "params:progress"]
         shards = [
             Node(make_shard_node(k, shape.n_shards), shard_inputs, f"memscore_shard_{k}", name=f"memscore_shard_{k}")
@@ -34,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             *produce,
             Node(
                 summarise_memscores,
-                ["memscores", "dataset_info", "params:memscore"],
+                ["memscores", "dataset_info", "params:dataset_settings", "params:memscore"],
                 ["memscore_summary", "memscore_distribution_plot"],
                 name="summarise_memscores",
             ),

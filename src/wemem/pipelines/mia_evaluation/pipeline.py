@@ -9,7 +9,7 @@ from wemem import structure
 from .nodes import build_reports, compute_model_outputs, make_attack_node
 
 SHARED_INPUTS = {"dataset_arrays", "splits", "dataset_info"}
-SHARED_PARAMS = {"params:mia_evaluation", "params:seed", "params:device"}
+SHARED_PARAMS = {"params:dataset_settings", "params:mia_evaluation", "params:seed", "params:device"}
 
 
 def combo_pipeline(combo: structure.Combo) -> Pipeline:
@@ -19,13 +19,15 @@ def combo_pipeline(combo: structure.Combo) -> Pipeline:
     nodes = [
         Node(
             compute_model_outputs,
-            [models, "dataset_arrays", "splits", "dataset_info", "params:mia_evaluation", "params:seed", "params:device"],
+            [models, "dataset_arrays", "splits", "dataset_info", "params:dataset_settings", "params:mia_evaluation",
+             "params:seed", "params:device"],
             "model_outputs",
             name="compute_model_outputs",
         ),
         Node(
             make_attack_node(combo),
-            ["model_outputs", log, "dataset_info", "params:mia_evaluation", "params:seed", "params:device"],
+            ["model_outputs", log, "dataset_info", "params:dataset_settings", "params:mia_evaluation", "params:seed",
+             "params:device"],
             "attack_results",
             name="run_membership_attacks",
         ),

@@ -1,0 +1,234 @@
+"""Membership evaluation of one combination, without Kedro: the settings (``mia_evaluation``),
+the model outputs every attack needs, and the attack record that the reports and MLflow read.
+
+* :class:`MiaEvaluationSettings`: which attacks run, the classifier family's training settings
+  (``attack_model``), each attack's own settings under its name (validated by the schema it
+  registered in :data:`wemem.ml.attacks.ATTACKS`) and the ROC points a record keeps.
+* :func:`model_outputs`: every model of the combination on its own members and non-members
+  (with SAMIA's sensitivity signal), the shadows on the victim's samples, and the victim and
+  the shadows on population samples.
+* :func:`attack_record`: runs the attacks on those outputs and returns the ``attack_results``
+  record (identity, accuracy, cost, every attack's metrics and thinned ROC curve).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import ConfigDict, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from .attacks import (
+    ATTACKS,
+    AttackData,
+    AttackModelSettings,
+    ModelOutputs,
+    SamiaSettings,
+    compute_sensitivity,
+    run_attacks,
+    strongest_attack,
+    thinned_roc,
+)
+from .experiment import iter_roles, load_models
+from .grid import Combo
+from .schema import Section, choice, closest, fail, number
+from .train import predict_proba, resolve_device
+
+__all__ = ["MiaEvaluationSettings", "model_outputs", "attack_data", "attack_record"]
+
+log = logging.getLogger(__name__)
+
+FAILED = "failed"
+"""The key of the model outputs of a combination whose fine-tuning failed."""
+
+
+# --------------------------------------------------------------------------- settings
+def _line(err: Mapping[str, Any], prefix: tuple = ()) -> dict[str, Any]:
+    """A pydantic error as an error line of a new ValidationError, its location under ``prefix``."""
+    ctx = {**(err.get("ctx") or {}), "msg": err["msg"]}
+    return {"type": PydanticCustomError(err["type"], "{msg}", ctx), "loc": (*prefix, *err["loc"]),
+            "input": err["input"]}
+
+
+def _unknown_key(loc: tuple, value: Any, keys: list[str]) -> dict[str, Any]:
+    """The error line of an unknown key at ``loc``; names the keys allowed there."""
+    error = fail(f"unknown key {loc[-1]!r}", ", ".join(keys), closest(loc[-1], keys))
+    return {"type": error, "loc": loc, "input": value}
+
+
+class MiaEvaluationSettings(Section):
+    """``mia_evaluation``: the attacks to run (in this order), how the classifier family trains
+    its attack models (``attack_model``), each attack's own settings under the attack's name
+    (e.g. ``rmia: {a: 0.3, gamma: 1.0}``; left out: its schema's defaults) and how many points
+    of each ROC curve a record keeps. Any other key is an error."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    attacks: list[choice("attack", ATTACKS)]
+    attack_model: AttackModelSettings = AttackModelSettings()
+    roc_points: number(int, 2) = 200
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _attack_sections(cls, data: Any, handler: Any) -> MiaEvaluationSettings:
+        """Validates the keys named like an attack by that attack's schema (read from the
+        registry at validation time, so attacks registered later count) and reports every
+        problem of the section at once."""
+        if not isinstance(data, Mapping):
+            return handler(data)
+        with_settings = {name: entry.settings for name, entry in ATTACKS.items() if entry.settings is not None}
+        keys = [*cls.model_fields, *with_settings]
+        sections: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        for key, value in data.items():
+            if key in cls.model_fields:
+                continue
+            schema = with_settings.get(key)
+            if schema is None:
+                errors.append(_unknown_key((key,), value, keys))
+                continue
+            try:
+                sections[key] = value if isinstance(value, schema) else schema.model_validate(value)
+            except ValidationError as exc:
+                errors += [_unknown_key((key, *e["loc"]), e["input"], list(schema.model_fields))
+                           if e["type"] == "extra_forbidden" else _line(e, (key,)) for e in exc.errors()]
+        try:
+            settings = handler({k: v for k, v in data.items() if k in cls.model_fields})
+        except ValidationError as exc:
+            errors = [_line(e) for e in exc.errors()] + errors
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        settings.__pydantic_extra__.update(
+            {name: sections.get(name) or schema() for name, schema in with_settings.items()})
+        return settings
+
+    def settings_of(self, attack: str) -> Any:
+        """The settings of ``attack`` (an instance of its schema; None for an attack without)."""
+        found = (self.__pydantic_extra__ or {}).get(attack)
+        return found if found is not None else ATTACKS[attack].parse(None)
+
+    def attack_settings(self) -> dict[str, Any]:
+        """Attack name → its settings, for every chosen attack that has settings."""
+        return {a: self.settings_of(a) for a in self.attacks if ATTACKS[a].settings is not None}
+
+
+# --------------------------------------------------------------------------- model outputs
+def _as_input(x: torch.Tensor) -> torch.Tensor:
+    """Float model input (images scaled to [0, 1]) so the SAMIA perturbation is meaningful."""
+    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def model_outputs(
+    payload: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    splits: dict[str, np.ndarray],
+    info: dict[str, Any],
+    model: str,
+    sensitivity: SamiaSettings,
+    seed: int,
+    device: str | torch.device,
+) -> dict[str, np.ndarray]:
+    """Softmax outputs every attack needs, for one combination's saved ``model`` modules.
+
+    Each model on its own members (train) and non-members (test), with the SAMIA sensitivity
+    (``sensitivity.n_draws`` perturbations of size ``sensitivity.eps``, seeded with ``seed``);
+    every shadow (a reference OUT model) on the victim's samples; the victim and the shadows on
+    population samples (the victim's dev set, never used for scoring). A payload whose
+    fine-tuning failed gives ``{"failed": [1]}``.
+    """
+    if payload["meta"].get("status", "ok") != "ok":
+        return {FAILED: np.array([1])}
+    dev = resolve_device(device)
+    nets = load_models(payload, model, info, dev)
+    out: dict[str, np.ndarray] = {}
+    target = None
+    for role in iter_roles(arrays, splits, dev):
+        net = nets[role.name]
+        x = torch.cat([role.train[0], role.test[0]])
+        y = torch.cat([role.train[1], role.test[1]])
+        member = np.r_[np.ones(len(role.train[1]), bool), np.zeros(len(role.test[1]), bool)]
+        out[f"{role.name}/probs"] = predict_proba(net, x).cpu().numpy()
+        out[f"{role.name}/labels"] = y.cpu().numpy()
+        out[f"{role.name}/member"] = member
+        out[f"{role.name}/sensitivity"] = compute_sensitivity(
+            net, _as_input(x), n_draws=sensitivity.n_draws, eps=sensitivity.eps, seed=int(seed)
+        ).cpu().numpy()
+        if role.name == "victim":
+            target = (x, role.dev[0])
+            out["population/labels"] = role.dev[1].cpu().numpy()
+            out["victim/population_probs"] = predict_proba(net, role.dev[0]).cpu().numpy()
+    shadows = [n for n in nets if n != "victim"]
+    out["reference/on_target"] = np.stack([predict_proba(nets[s], target[0]).cpu().numpy() for s in shadows])
+    out["reference/on_population"] = np.stack([predict_proba(nets[s], target[1]).cpu().numpy() for s in shadows])
+    return out
+
+
+def _outputs(out: Mapping[str, np.ndarray], role: str) -> ModelOutputs:
+    return ModelOutputs(
+        probs=out[f"{role}/probs"], labels=out[f"{role}/labels"], member=out[f"{role}/member"].astype(bool),
+        sensitivity=out.get(f"{role}/sensitivity"),
+    )
+
+
+def attack_data(outputs: Mapping[str, np.ndarray]) -> AttackData:
+    """The :class:`AttackData` of stored model outputs (see :func:`model_outputs`)."""
+    shadows = sorted({k.split("/")[0] for k in outputs if k.startswith("shadow_")}, key=lambda s: int(s.split("_")[1]))
+    return AttackData(
+        target=_outputs(outputs, "victim"),
+        shadows=[_outputs(outputs, s) for s in shadows],
+        reference_on_target=outputs["reference/on_target"],
+        target_on_population=outputs["victim/population_probs"],
+        reference_on_population=outputs["reference/on_population"],
+        population_labels=outputs["population/labels"],
+    )
+
+
+# --------------------------------------------------------------------------- the record
+def attack_record(
+    combo: Combo,
+    outputs: Mapping[str, np.ndarray],
+    finetune_log: Mapping[str, Any],
+    *,
+    dataset: str,
+    model: str,
+    settings: MiaEvaluationSettings,
+    seed: int,
+    device: str | torch.device,
+) -> dict[str, Any]:
+    """Calibrates/trains each chosen attack on the shadows, scores the victim (SPEC §8) and
+    returns the combination's record: its identity (``combo``, ``dataset``, ``model``, defense
+    and settings), status, the victim's accuracies, fine-tuning cost, every attack's metrics
+    and its ROC curve thinned to ``settings.roc_points``. A combination whose fine-tuning
+    failed gets ``status: failed``, its error and no attacks."""
+    meta = finetune_log.get("meta", {})
+    victim_log = finetune_log.get("models", finetune_log).get("victim", {})
+    result: dict[str, Any] = {
+        **combo.as_dict(), "dataset": dataset, "model": model,
+        "status": meta.get("status", "ok"), "defense": meta.get("defense", combo.variant),
+        "settings": meta.get("settings", {}),
+    }
+    result["settings_text"] = "; ".join(f"{k}={v}" for k, v in sorted(result["settings"].items()))
+    if FAILED in outputs or result["status"] != "ok":
+        result.update(status="failed", error=meta.get("error", "fine-tuning failed"), attacks={})
+        log.warning("%s: fine-tuning failed, no attacks run (%s)", combo.namespace, result["error"])
+        return result
+    data = attack_data(outputs)
+    results = run_attacks(data, settings.attacks, settings.attack_settings(), training=settings.attack_model,
+                          device=str(resolve_device(device)), seed=int(seed))
+    member = data.target.member
+    correct = data.target.probs.argmax(1) == data.target.labels
+    result.update(
+        train_acc=float(correct[member].mean()), test_acc=float(correct[~member].mean()),
+        finetune_seconds=victim_log.get("finetune_seconds", victim_log.get("seconds")),
+        final_sparsity=victim_log.get("final_global_sparsity", 0.0),
+        epsilon=victim_log.get("epsilon"),
+        attacks={name: {k: float(v) for k, v in r.metrics.items()} for name, r in results.items()},
+    )
+    result["roc"] = {name: thinned_roc(r.scores, member, settings.roc_points) for name, r in results.items()}
+    name, acc = strongest_attack(result["attacks"])
+    log.info("%s: victim test acc %.3f, strongest attack %s %.3f", combo.namespace, result["test_acc"], name, acc)
+    return result
