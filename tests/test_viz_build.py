@@ -1,14 +1,13 @@
 """`kedro viz build` renders the project's pipelines with their layers."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project
+from tests.conftest import make_project, project_env
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_viz_build_shows_data_ingestion_with_layers(tmp_path):
     project = make_project(tmp_path)
     kedro = str(Path(sys.executable).parent / "kedro")
-    proc = subprocess.run([kedro, "viz", "build"], cwd=project, env={**os.environ, "DO_NOT_TRACK": "1"},
+    proc = subprocess.run([kedro, "viz", "build"], cwd=project, env=project_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     api = project / "build" / "api" / "pipelines"

@@ -19,10 +19,8 @@ ATTACKS = ["conf", "entr", "mentr", "hconf", "nn", "top3_nn", "ci_nn", "samia", 
 def default_run(tmp_path_factory):
     """One run of the whole default pipeline, shared by the tests of this module."""
     project = make_project(tmp_path_factory.mktemp("default_run"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(project)
-        run_session(project, runtime_params=copy.deepcopy(TINY_PARAMS))
-        yield project
+    run_session(project, runtime_params=copy.deepcopy(TINY_PARAMS))
+    return project
 
 
 def _latest(path):

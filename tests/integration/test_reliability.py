@@ -17,12 +17,11 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_PARAMS, make_project, run_session
+from tests.conftest import TINY_PARAMS, make_project, project_env, run_session
 
 pytestmark = pytest.mark.slow
 
 KEDRO = str(Path(sys.executable).parent / "kedro")
-ENV = {**os.environ, "DO_NOT_TRACK": "1", "WEMEM_MLFLOW_DISABLE": "1"}
 
 
 def _params(**overrides):
@@ -41,8 +40,8 @@ def _versions(path: Path) -> list[Path]:
 
 
 def _kedro(project: Path, *args: str, **popen) -> subprocess.Popen:
-    return subprocess.Popen([KEDRO, "run", *args], cwd=project, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen([KEDRO, "run", *args], cwd=project, env=project_env(WEMEM_MLFLOW_DISABLE="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 def test_killed_memscore_run_resumes_without_retraining_finished_shards(tmp_path):
@@ -84,12 +83,7 @@ def test_killed_memscore_run_resumes_without_retraining_finished_shards(tmp_path
 
 def _run_copy(root: Path, name: str, params: dict) -> Path:
     project = make_project(root / name)
-    cwd = Path.cwd()
-    os.chdir(project)
-    try:
-        run_session(project, runtime_params=copy.deepcopy(params))
-    finally:
-        os.chdir(cwd)
+    run_session(project, runtime_params=copy.deepcopy(params))
     return project
 
 

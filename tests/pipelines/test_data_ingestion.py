@@ -11,6 +11,7 @@ from kedro_datasets.json import JSONDataset
 from tests.conftest import SHARED_LOCATION
 from wemem.ml.data import DataError
 from wemem.pipelines.data_ingestion.nodes import load_raw_dataset, split_dataset
+from wemem.params import DataIngestion, DatasetSettings
 from wemem.pipelines.data_ingestion.pipeline import create_pipeline
 
 DATASETS = {
@@ -21,13 +22,20 @@ DATASETS = {
 SPLIT = {"train_pool_fraction": 0.8, "victim_fraction": 0.5, "member_fraction": 0.9, "dev_fraction": 0.34}
 
 
+def _settings(dataset: str) -> DatasetSettings:
+    return DatasetSettings.model_validate(DATASETS[dataset])
+
+
+def _ingestion(raw_root, raw_dir=None) -> DataIngestion:
+    return DataIngestion(raw_root=str(raw_root), raw_dir=raw_dir, download=False, split=SPLIT)
+
+
 def _catalog(dataset: str, raw_dir: str, out_dir) -> DataCatalog:
     return DataCatalog({
         "dataset_info": JSONDataset(filepath=str(out_dir / "dataset_info.json")),
         "params:dataset": MemoryDataset(dataset),
-        "params:datasets": MemoryDataset(DATASETS),
-        "params:data_ingestion": MemoryDataset({"raw_root": raw_dir, "raw_dir": raw_dir, "download": False, "split": SPLIT}),
-        "params:data_ingestion.split": MemoryDataset(SPLIT),
+        "params:dataset_settings": MemoryDataset(_settings(dataset)),  # typed, as Kedro hands them over
+        "params:data_ingestion": MemoryDataset(_ingestion(raw_dir, raw_dir)),
         "params:seed": MemoryDataset(7),
     })
 
@@ -38,7 +46,9 @@ def test_pipeline_on_mnist1d(tmp_path):
     info = catalog.load("dataset_info")
     splits = catalog.load("splits")
     sizes = catalog.load("split_sizes")
-    assert info["input_shape"] == [40] and info["num_classes"] == 10 and info["n_shadows"] == 2
+    assert info["input_shape"] == [40] and info["num_classes"] == 10
+    assert "model" not in info and "n_shadows" not in info  # settings are parameters, not data
+    assert len({k.split("/")[0] for k in splits if k.startswith("shadow_")}) == 2
     assert set(splits) >= {"victim/train", "shadow_0/test", "shadow_1/dev"}
     assert sizes["victim/train"] == len(splits["victim/train"])
     for role in ("victim", "shadow_0", "shadow_1"):
@@ -57,20 +67,21 @@ def test_pipeline_on_real_location_logs_reference_sizes(caplog, tmp_path):
     assert "train 1803, dev 409, test 794" in caplog.text
 
 
-def test_unknown_dataset_names_the_parameter(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'mnist2d'.*parameter 'dataset'"):
-        load_raw_dataset("mnist2d", DATASETS, {"raw_root": str(tmp_path), "download": False})
+def test_unknown_dataset_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'mnist2d'.*did you mean 'mnist1d'"):
+        load_raw_dataset("mnist2d", _settings("mnist1d"), _ingestion(tmp_path))
 
 
 def test_missing_archive_names_the_path(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path / "location")):
-        load_raw_dataset("location", DATASETS, {"raw_root": str(tmp_path), "raw_dir": None, "download": False})
+        load_raw_dataset("location", _settings("location"), _ingestion(tmp_path))
 
 
 def test_same_seed_same_split_other_seed_other_split(tmp_path):
-    arrays, info = load_raw_dataset("mnist1d", DATASETS, {"raw_root": str(tmp_path), "download": False})
-    a, _ = split_dataset(arrays, info, SPLIT, 1)
-    b, _ = split_dataset(arrays, info, SPLIT, 1)
-    c, _ = split_dataset(arrays, info, SPLIT, 2)
+    settings, ingestion = _settings("mnist1d"), _ingestion(tmp_path)
+    arrays, info = load_raw_dataset("mnist1d", settings, ingestion)
+    a, _ = split_dataset(arrays, info, settings, ingestion, 1)
+    b, _ = split_dataset(arrays, info, settings, ingestion, 1)
+    c, _ = split_dataset(arrays, info, settings, ingestion, 2)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["victim/train"], c["victim/train"])

@@ -9,7 +9,7 @@ from kedro.runner import SequentialRunner
 
 from wemem.ml.data import load_dataset, make_splits
 from wemem.ml.memorization import MemScoreSettings, export_reference_csv
-from wemem.params import DatasetSettings
+from wemem.params import DatasetSettings, Ranking
 from wemem.pipelines.memscore.nodes import (
     import_memscores,
     make_shard_node,
@@ -62,10 +62,12 @@ def test_ranking_pipeline_slice(tmp_path):
     rng = np.random.default_rng(0)
     memscores = pd.DataFrame({"index": np.arange(60), "label": rng.integers(0, 3, 60), "raw_score": rng.random(60)})
     memscores["score"] = memscores["raw_score"]
+    window = DATASET.model_copy(update={"defense_defaults": {"w": 4, "s": 3, "tau": 0.5}})
+    window = DatasetSettings.model_validate(window.model_dump())
     catalog = DataCatalog({
         "memscores": MemoryDataset(memscores),
-        "dataset_info": MemoryDataset({**INFO, "defense_defaults": {"w": 4, "s": 3, "tau": 0.5}}),
-        "params:ranking": MemoryDataset({"preview_epochs": 5}),
+        "params:dataset_settings": MemoryDataset(window),
+        "params:ranking": MemoryDataset(Ranking(preview_epochs=5)),
     })
     out = SequentialRunner().run(ranking_pipeline(), catalog)
     preview = out["window_preview"].load()
@@ -79,5 +81,5 @@ def test_ranking_pipeline_slice(tmp_path):
     whole = preview[preview["epoch"] == -1]
     assert (whole["w"] == 4).all() and (whole["s"] == 3).all()
     assert (whole["window_size"] == np.minimum(whole["class_size"], 4 + 3 * 4)).all()
-    direct = preview_windows(rankings, {**INFO, "defense_defaults": {"w": 4, "s": 3, "tau": 0.5}}, {"preview_epochs": 5})
+    direct = preview_windows(rankings, window, Ranking(preview_epochs=5))
     pd.testing.assert_frame_equal(direct, preview)

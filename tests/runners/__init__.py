@@ -1,7 +1,8 @@
 """Runner tests: a temporary copy of the project, run on tiny settings with different runners.
 
 The copy holds the project's ``conf/`` and ``pyproject.toml`` (the package itself is the
-installed one); ``data/`` lives under the copy, so runs never touch the real project's data.
+installed one); runs start from inside the copy, so ``data/`` (raw data included) and kedro-viz's
+``.viz/`` land there and never in the checkout.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tests.conftest import make_project as copy_project
+from tests.conftest import make_project as copy_project, run_session
 
 # mnist1d with 600 samples, 4 models of 2 epochs in 2 memscore shards: seconds per run
 TINY = {
@@ -33,17 +34,13 @@ def make_project(root: Path) -> Path:
 
 def run_project(project: Path, runner: Any, pipelines: list[str] = SLICE, runtime_params: dict | None = None,
                 **run_kwargs: Any) -> dict[str, Any]:
-    """``kedro run --pipelines ...`` of ``project`` with ``runner`` (TINY settings by default)."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
+    """``kedro run --pipelines ...`` of ``project`` with ``runner`` (TINY settings by default), from
+    inside ``project`` (``tests.conftest.run_session``)."""
     from wemem import structure
 
     saved = structure._config_loader, structure._built_for  # the run's hook replaces them
     try:
-        bootstrap_project(project)
-        with KedroSession.create(project_path=project, runtime_params=runtime_params or TINY) as session:
-            return session.run(pipeline_names=pipelines, runner=runner, **run_kwargs)
+        return run_session(project, pipelines, runtime_params or TINY, runner=runner, **run_kwargs)
     finally:
         structure._config_loader, structure._built_for = saved
 

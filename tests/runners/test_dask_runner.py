@@ -7,6 +7,7 @@ Everything listens on 127.0.0.1 only. The whole file takes about a minute on 2 c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 
+from tests.conftest import in_project, project_env
 from tests.runners import SLICE, assert_same_results, make_project, results, run_project
 from wemem.runners import DaskRunner
 from wemem.runners.dask_runner import ADDRESS_ENV, _resources_for, local_cluster
@@ -33,9 +35,19 @@ def quiet_env():
 
 
 @pytest.fixture(scope="module")
-def cluster(quiet_env):
-    """Two single-threaded worker processes on 127.0.0.1 (OMP_NUM_THREADS=1 in each)."""
-    with local_cluster(n_workers=2) as local:
+def dask_copy(tmp_path_factory) -> Path:
+    """The project copy that the cluster's workers work in."""
+    return make_project(tmp_path_factory.mktemp("dask") / "proj")
+
+
+@pytest.fixture(scope="module")
+def cluster(quiet_env, dask_copy):
+    """Two single-threaded worker processes on 127.0.0.1 (OMP_NUM_THREADS=1 in each), started from
+    inside ``dask_copy``: a worker keeps the working directory it was started in, and nodes read
+    relative parameters such as ``data_ingestion.raw_root`` against it, not the project path."""
+    with contextlib.ExitStack() as stack:
+        with in_project(dask_copy):
+            local = stack.enter_context(local_cluster(n_workers=2))
         yield local
 
 
@@ -47,10 +59,9 @@ def sequential_project(tmp_path_factory, one_thread) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dask_project(tmp_path_factory, cluster) -> tuple[Path, dict]:
-    project = make_project(tmp_path_factory.mktemp("dask") / "proj")
-    outputs = run_project(project, DaskRunner(address=cluster.scheduler_address))
-    return project, outputs
+def dask_project(dask_copy, cluster) -> tuple[Path, dict]:
+    outputs = run_project(dask_copy, DaskRunner(address=cluster.scheduler_address))
+    return dask_copy, outputs
 
 
 # ------------------------------------------------------------------ the project's slice
@@ -79,7 +90,7 @@ def test_cli_only_missing_outputs_reruns_just_the_missing_shard(dask_project, cl
            "--runner", "wemem.runners.DaskRunner", "--runner-params", f"address={cluster.scheduler_address}",
            "--only-missing-outputs", "--params", params]
     done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env=project_env(COLUMNS="200"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = " ".join((done.stdout + done.stderr).split())  # rich wraps long lines
     assert "Running 1 out of 6 nodes" in log

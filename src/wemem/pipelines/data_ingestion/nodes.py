@@ -10,7 +10,7 @@ import numpy as np
 
 from wemem.ml.data import load_dataset, make_splits, split_sizes
 from wemem.ml.experiment import describe_data
-from wemem.params import DataIngestion, DatasetSettings, Split
+from wemem.params import DataIngestion, DatasetSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ def load_raw_dataset(
 
 
 def split_dataset(
-    arrays: dict[str, np.ndarray], info: dict[str, Any], settings: DatasetSettings, split: Split, seed: int,
+    arrays: dict[str, np.ndarray], info: dict[str, Any], settings: DatasetSettings, ingestion: DataIngestion,
+    seed: int,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Victim and shadow splits as index arrays into the raw rows (SPEC §2).
 
@@ -46,7 +47,7 @@ def split_dataset(
         ``splits`` (``train_pool``, ``victim/train`` … ``shadow_<i>/test``) and their sizes.
     """
     splits = make_splits(arrays["labels"], test_mask=arrays.get("test_mask"), seed=int(seed),
-                         n_shadows=settings.n_shadows, **split.as_dict())
+                         n_shadows=settings.n_shadows, **ingestion.split.as_dict())
     sizes = split_sizes(splits)
     log.info(
         "%s splits: train pool %d, test pool %d; per model: train %d, dev %d, test %d (victim), %d shadows",

@@ -16,7 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 split_dataset,
-                ["dataset_arrays", "dataset_info", "params:dataset_settings", "params:data_ingestion.split", "params:seed"],
+                ["dataset_arrays", "dataset_info", "params:dataset_settings", "params:data_ingestion", "params:seed"],
                 ["splits", "split_sizes"],
                 name="split_dataset",
             ),
