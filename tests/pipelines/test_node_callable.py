@@ -13,7 +13,7 @@ from wemem.pipeline_registry import register_pipelines
 from wemem.pipelines.memscore.nodes import ShardNode
 from wemem.pipelines.mia_evaluation.nodes import AttackNode
 from wemem.pipelines.pruning_defense.nodes import PruneNode
-from wemem.structure import Combo
+from wemem.ml.grid import Combo
 
 
 def test_kedro_type_extraction_reads_every_node_without_warnings(caplog):

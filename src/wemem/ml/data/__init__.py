@@ -14,11 +14,14 @@ Modules
 ``splits``     :func:`make_splits` (victim and shadow splits) and :func:`split_sizes`
 
 Adding a dataset is one loader function registered with ``@DATASETS.register(name, label=...,
-family=...)`` in a module imported below, plus its entry under ``datasets:`` in
+family=...)`` in a module of this package (every module is imported here), plus its entry under ``datasets:`` in
 ``conf/base/parameters.yml``; its keyword arguments are the entry's ``loader`` options.
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from .raw import DOWNLOAD_TIMEOUT_S, DataError, RawDataset
 from .registry import DATASETS, load_dataset, loader_options
@@ -28,6 +31,10 @@ from .synthetic import load_mnist1d  # noqa: E402  isort: skip
 from .tabular import load_location, load_purchase100, load_texas100  # noqa: E402  isort: skip
 from .images import load_cifar10, load_cifar100, load_cinic10  # noqa: E402  isort: skip
 from .splits import make_splits, split_sizes  # noqa: E402
+
+# any other module of the package (a new loader family) registers its datasets on import
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "DATASETS",

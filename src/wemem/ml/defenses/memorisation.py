@@ -54,14 +54,36 @@ def risky_mask(scores: np.ndarray, tau: float, tau_mode: str = "value") -> np.nd
     raise ValueError(f"tau_mode={tau_mode!r} is not allowed; tau_mode must be 'value' or 'fraction'")
 
 
-class _Windows:
+class _ScoreBased(Base):
+    """A defense built from the memorisation scores of the model's training set. Its parts
+    (windows, risky-sample L2) each add to :meth:`use_scores` and :meth:`check_data`."""
+
+    def __init__(self, settings, *, masks: Masks | None = None, scores=None, labels=None) -> None:
+        super().__init__(settings, masks=masks)
+        self.use_scores(*scores_and_labels(self.name, scores, labels))
+
+    def use_scores(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Called once with the checked scores and labels of the training set."""
+
+    def bind(self, model, x, y, cfg, generator):
+        module = super().bind(model, x, y, cfg, generator)
+        self.check_data(x, y)
+        return module
+
+    def check_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Called when training starts: the scores must belong to this training set."""
+
+
+class _Windows(_ScoreBased):
     """Sliding windows over the per-class mem-score ranking (RSW, SWMR)."""
 
-    def _init_windows(self, scores, labels) -> None:
-        self._win_scores, self._win_labels = scores_and_labels(self.name, scores, labels)
+    def use_scores(self, scores, labels) -> None:
+        self._win_scores, self._win_labels = scores, labels
         self.ranking = rank_per_class(self._win_scores, self._win_labels, self.order)
+        super().use_scores(scores, labels)
 
-    def _bind_windows(self, y: torch.Tensor) -> None:
+    def check_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().check_data(x, y)
         if self._win_labels.size != y.shape[0]:
             raise ValueError(
                 f"{self.name}: {self._win_labels.size} scores/labels for a training set of {y.shape[0]}; "
@@ -93,19 +115,21 @@ class _Windows:
         }
 
 
-class _RiskyL2:
+class _RiskyL2(_ScoreBased):
     """Two-level L2 inside the loss: ½λ_r‖θ‖² for risky samples, ½λ_g‖θ‖² for the rest."""
 
-    def _init_risky(self, scores, labels) -> None:
-        risk_scores, _ = scores_and_labels(self.name, scores, labels)
+    def use_scores(self, scores, labels) -> None:
+        risk_scores = scores
         self.risky = risky_mask(risk_scores, self.tau, self.tau_mode)
         self.n_risky = int(self.risky.sum())
         if self.tau_mode == "value":
             self.threshold = self.tau
         else:
             self.threshold = float(risk_scores[self.risky].min()) if self.n_risky else float("inf")
+        super().use_scores(scores, labels)
 
-    def _bind_risky(self, x: torch.Tensor) -> None:
+    def check_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().check_data(x, y)
         if self.risky.size != x.shape[0]:
             raise ValueError(
                 f"{self.name}: {self.risky.size} scores for a training set of {x.shape[0]}; "
@@ -153,7 +177,7 @@ class RiskSettings(Section):
 
 
 @DEFENSES.register("rsw", label="RSW", family="wemem", needs=("scores",))
-class RSW(_Windows, Base):
+class RSW(_Windows):
     """Ranking-based sliding window: epoch ``e`` trains on ``ranked_c[s·e : s·e + w]`` of every class c.
 
     The epoch counter restarts with every ``fit`` call (= every pruning iteration). Once every
@@ -165,18 +189,9 @@ class RSW(_Windows, Base):
     class Settings(WindowSettings, Base.Settings):
         order: Order = "l2h"
 
-    def __init__(self, settings, *, masks: Masks | None = None, scores=None, labels=None) -> None:
-        Base.__init__(self, settings, masks=masks)
-        self._init_windows(scores, labels)
-
-    def bind(self, model, x, y, cfg, generator):
-        module = super().bind(model, x, y, cfg, generator)
-        self._bind_windows(y)
-        return module
-
 
 @DEFENSES.register("rmr", label="RMR", family="wemem", needs=("scores",))
-class RMR(_RiskyL2, Base):
+class RMR(_RiskyL2):
     """Risky memory regularisation: samples with score ≥ τ (or the top-τ share) get λ_r, others λ_g."""
 
     name = "rmr"
@@ -184,32 +199,12 @@ class RMR(_RiskyL2, Base):
     class Settings(RiskSettings, Base.Settings):
         pass
 
-    def __init__(self, settings, *, masks: Masks | None = None, scores=None, labels=None) -> None:
-        Base.__init__(self, settings, masks=masks)
-        self._init_risky(scores, labels)
-
-    def bind(self, model, x, y, cfg, generator):
-        module = super().bind(model, x, y, cfg, generator)
-        self._bind_risky(x)
-        return module
-
 
 @DEFENSES.register("swmr", label="SWMR", family="wemem", needs=("scores",))
-class SWMR(_Windows, _RiskyL2, Base):
+class SWMR(_Windows, _RiskyL2):
     """RSW's windows with RMR's two-level L2 inside each window (reference best: h2l)."""
 
     name = "swmr"
 
     class Settings(WindowSettings, RiskSettings, Base.Settings):
         order: Order = "h2l"
-
-    def __init__(self, settings, *, masks: Masks | None = None, scores=None, labels=None) -> None:
-        Base.__init__(self, settings, masks=masks)
-        self._init_windows(scores, labels)
-        self._init_risky(scores, labels)
-
-    def bind(self, model, x, y, cfg, generator):
-        module = super().bind(model, x, y, cfg, generator)
-        self._bind_windows(y)
-        self._bind_risky(x)
-        return module

@@ -5,6 +5,7 @@ import warnings
 from kedro.pipeline import Node, Pipeline
 
 from wemem import structure
+from wemem.ml.grid import Combo
 
 from .nodes import build_reports, compute_model_outputs, make_attack_node
 
@@ -12,7 +13,7 @@ SHARED_INPUTS = {"dataset_arrays", "splits", "dataset_info"}
 SHARED_PARAMS = {"params:dataset_settings", "params:mia_evaluation", "params:seed", "params:device"}
 
 
-def combo_pipeline(combo: structure.Combo) -> Pipeline:
+def combo_pipeline(combo: Combo) -> Pipeline:
     """The namespaced evaluation of one combination (same namespace as its pruning)."""
     models, log = ("original_models", "training_log") if combo.method is None else ("pruned_models", "finetune_log")
     inputs = SHARED_INPUTS | ({models, log} if combo.method is None else set())
