@@ -72,10 +72,10 @@ def in_project(project_path: Path) -> Iterator[Path]:
     The working directory matters beyond the catalog (whose relative paths Kedro resolves against
     the project path): kedro-viz's hooks write ``.viz/`` into the project found from it, and
     relative parameters such as ``data_ingestion.raw_root`` are read against it."""
-    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    saved_env, saved_cwd, env = dict(os.environ), Path.cwd(), project_env()
     os.chdir(project_path)
     os.environ.clear()
-    os.environ.update(project_env())
+    os.environ.update(env)
     try:
         yield project_path
     finally:

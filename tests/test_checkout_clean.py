@@ -8,11 +8,13 @@ this module after every other test.
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import checkout_changes, checkout_state
+from tests.conftest import checkout_changes, checkout_state, in_project
 
 
 def test_suite_leaves_the_checkout_as_it_found_it(checkout_at_start):
@@ -63,3 +65,15 @@ def test_the_check_sees_new_overwritten_and_modified_files(tmp_path):
 
 def test_outside_a_git_work_tree_there_is_nothing_to_compare(tmp_path):
     assert checkout_state(tmp_path) is None
+
+
+def test_runs_start_inside_the_copy_without_the_callers_mlflow_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # would be the checkout's
+    monkeypatch.setenv("KEDRO_MP_CONTEXT", "spawn")
+    env, cwd = dict(os.environ), Path.cwd()
+    with in_project(tmp_path):
+        assert Path.cwd() == tmp_path.resolve()
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        assert os.environ["KEDRO_MP_CONTEXT"] == "spawn" and os.environ["PATH"] == env["PATH"]
+        os.environ["WEMEM_MLFLOW_PARENT_RUN_ID"] = "run-1"  # as a run's hook exports it
+    assert dict(os.environ) == env and Path.cwd() == cwd
