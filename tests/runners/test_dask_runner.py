@@ -172,7 +172,7 @@ def test_project_hooks_and_mlflow_environment_on_the_workers(cluster, monkeypatc
     view = out["view"].load()
     assert view["pid"] != os.getpid()
     assert view["package"] == "wemem"
-    assert "StructureHook" in view["hooks"]  # built from wemem.settings.HOOKS on the worker
+    assert "ValidationHook" in view["hooks"]  # built from wemem.settings.HOOKS on the worker
     assert view["mlflow_parent"] == "parent-123"
     assert view["omp"] == "1"
     assert view["malloc_trim"] is None  # see local_cluster: Dask's 65536 doubles torch's CPU time
@@ -227,14 +227,14 @@ def test_without_address_a_local_cluster_on_loopback(monkeypatch):
 
 # ------------------------------------------------------------------ settings
 def test_address_precedence(monkeypatch):
-    catalog = DataCatalog({"params:dask": MemoryDataset({"address": "tcp://127.0.0.1:3", "cluster": {"n_workers": 5}})})
+    catalog = {"address": "tcp://127.0.0.1:3", "cluster": {"n_workers": 5}}  # conf/<env>/runner.yml's dask block
     monkeypatch.delenv(ADDRESS_ENV, raising=False)
     assert DaskRunner().settings(catalog)["address"] == "tcp://127.0.0.1:3"
     monkeypatch.setenv(ADDRESS_ENV, "tcp://127.0.0.1:2")
     assert DaskRunner().settings(catalog)["address"] == "tcp://127.0.0.1:2"
     assert DaskRunner(address="tcp://127.0.0.1:1").settings(catalog)["address"] == "tcp://127.0.0.1:1"
     monkeypatch.delenv(ADDRESS_ENV)
-    defaults = DaskRunner().settings(DataCatalog())
+    defaults = DaskRunner().settings({})
     assert defaults["address"] is None
     assert defaults["cluster"]["n_workers"] == (os.cpu_count() or 1)
     assert defaults["cluster"]["threads_per_worker"] == 1
@@ -242,14 +242,16 @@ def test_address_precedence(monkeypatch):
     assert DaskRunner(cluster_args={"n_workers": 2}).settings(catalog)["cluster"]["n_workers"] == 2
 
 
-def test_shipped_parameters_hold_a_dask_block():
+def test_shipped_runner_config_holds_a_dask_block_and_parameters_do_not():
     from kedro.config import OmegaConfigLoader
 
-    from wemem.settings import CONFIG_LOADER_ARGS
+    from wemem.config import CONFIG_LOADER_ARGS
 
     loader = OmegaConfigLoader(conf_source=str(Path(__file__).resolve().parents[2] / "conf"), **CONFIG_LOADER_ARGS)
-    dask = loader["parameters"]["dask"]
+    dask = loader["runner"]["dask"]
     assert dask["address"] is None and dask["cluster"] == {} and dask["resources"] == {}
+    assert "dask" not in loader["parameters"]  # runner settings are not pipeline parameters
+    assert DaskRunner().settings()["address"] is None  # read from the project's runner config
 
 
 def test_worker_dask_config_unsets_malloc_trim():
