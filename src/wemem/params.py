@@ -30,8 +30,6 @@ from wemem.ml.schema import (
     Device,
     Fraction,
     Int,
-    NonNeg,
-    Pos,
     PosInt,
     Section,
     Sparsity,
@@ -264,7 +262,7 @@ def _defense_relations(params: Mapping[str, Any]) -> list[str]:
         try:
             DEFENSES[defense].settings.model_validate({k: v for k, v in given.items() if k in takes})
         except ValidationError as exc:
-            out += [_message(e, prefix=(f"defenses", name)) for e in exc.errors() if e["type"] != "missing"]
+            out += [_message(e, prefix=("defenses", name)) for e in exc.errors() if e["type"] != "missing"]
     return out
 
 

@@ -4,7 +4,6 @@ store that cannot be written."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import subprocess
