@@ -12,3 +12,18 @@ CONFIG_LOADER_ARGS = {
         "runner": ["runner*", "runner*/**"],
     },
 }
+
+_read: dict[str, tuple[object, object]] = {}
+
+
+def read(loader, key: str):
+    """``loader[key]`` (``--env`` and ``--params`` applied), read once per config loader and key.
+
+    A config loader re-reads and re-resolves its files on every access (~70 ms for the
+    parameters); the project's hooks and :mod:`wemem.structure` all ask the run's loader, so
+    they share one read. The result is shared: callers must not change it.
+    """
+    cached = _read.get(key)
+    if cached is None or cached[0] is not loader:
+        cached = _read[key] = (loader, loader[key])
+    return cached[1]

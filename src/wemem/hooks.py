@@ -23,6 +23,7 @@ from kedro.framework.hooks import hook_impl
 
 from wemem import structure
 from wemem.catalog_meta import reporting_datasets
+from wemem.config import read
 from wemem.tracking import URI_ENV, MlflowTrackingHook
 
 __all__ = ["ValidationHook", "TorchSetupHook", "GraphHook", "MlflowTrackingHook", "ReportLocationHook",
@@ -39,7 +40,7 @@ class ValidationHook:
     def after_context_created(self, context) -> None:
         from wemem.params import validate_parameters
 
-        validate_parameters(context.config_loader["parameters"])
+        validate_parameters(read(context.config_loader, "parameters"))
 
 
 class TorchSetupHook:
@@ -48,7 +49,7 @@ class TorchSetupHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        params = context.config_loader["parameters"]
+        params = read(context.config_loader, "parameters")
         configure_torch(int(params.get("torch_threads", 0)), bool(params.get("deterministic", True)))
 
     @hook_impl

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wemem.config import CONFIG_LOADER_ARGS
+from wemem.config import CONFIG_LOADER_ARGS, read
 from wemem.ml.grid import Combo, combos_from
 
 _config_loader: Any = None
@@ -64,7 +64,7 @@ def config(key: str) -> dict[str, Any]:
     """One configuration of the run (``parameters``, ``runner``, ...); ``{}`` when conf has none."""
     loader = _config_loader if _config_loader is not None else _default_loader()
     try:
-        return dict(loader[key])
+        return dict(read(loader, key))
     except Exception:  # noqa: BLE001 - MissingConfigException: no such file in conf/
         return {}
 

@@ -17,6 +17,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from wemem.catalog_meta import reporting_datasets, wemem_role
+from wemem.config import read
 from wemem.ml.results import child_metrics, child_params
 
 __all__ = ["MlflowTrackingHook", "PARENT_ENV", "URI_ENV"]
@@ -68,7 +69,7 @@ class MlflowTrackingHook:
         except Exception:  # noqa: BLE001 - no mlflow.yml: tracking off
             self.settings = {"enabled": False}
         self.project_path = Path(context.project_path)
-        self.seed = context.config_loader["parameters"].get("seed")
+        self.seed = read(context.config_loader, "parameters").get("seed")
 
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog: dict[str, Any], **kwargs: Any) -> None:

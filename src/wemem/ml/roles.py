@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from wemem.ml.defenses import DEFENSES, finetune_config, prune_and_finetune
 from wemem.ml.experiment import iter_roles, load_models, make_model, models_payload, role_scores, role_seed
@@ -125,6 +124,4 @@ def jsonable(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, torch.Tensor):
         return jsonable(obj.tolist())
-    if isinstance(obj, nn.Module):
-        return type(obj).__name__
     return obj
