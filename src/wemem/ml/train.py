@@ -137,8 +137,9 @@ class Strategy:
     """Base fine-tuning strategy: all samples every epoch, cross-entropy, Adam with L2.
 
     Subclasses override the hooks they need; the loop in :func:`fit` calls them in this order:
-    ``bind`` once, then per epoch ``epoch_indices`` and per batch ``train_step`` (whose default
-    calls ``loss`` then ``after_step``), and ``summary`` at the end.
+    ``bind`` once, then per epoch ``epoch_batches`` (default: ``epoch_indices`` cut into
+    ``batch_size`` slices) and per batch ``train_step`` (whose default calls ``loss`` then
+    ``after_step``), and ``summary`` at the end.
     """
 
     name = "base"
@@ -166,6 +167,16 @@ class Strategy:
     def epoch_indices(self, epoch: int, n: int) -> torch.Tensor:
         """Indices into the training set that this epoch trains on, in order."""
         return torch.randperm(n, generator=self.generator, device=self.device)
+
+    def epoch_batches(self, epoch: int, n: int) -> list[torch.Tensor]:
+        """The index batches of one epoch, in order; an empty list ends training.
+
+        The default cuts :meth:`epoch_indices` into ``batch_size`` slices. Defenses that group
+        samples (e.g. risky samples in their own batches) or sample batches differently (Poisson
+        sampling for DP-SGD) override this.
+        """
+        order = self.epoch_indices(epoch, n)
+        return list(torch.split(order, self.cfg.batch_size)) if order.numel() else []
 
     def loss(
         self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, epoch: int
@@ -288,22 +299,22 @@ def _epochs(module, model, x, y, dev, test, cfg, strategy, device):
     epoch = -1
     for epoch in bar:
         module.train()
-        order = strategy.epoch_indices(epoch, x.shape[0])
-        if order.numel() == 0:  # e.g. sliding windows past the end of every class
+        batches = strategy.epoch_batches(epoch, x.shape[0])
+        if not batches:  # e.g. sliding windows past the end of every class
             break
         total = torch.zeros((), device=device)
-        steps = 0
-        for b in range(0, order.numel(), cfg.batch_size):
-            idx = order[b : b + cfg.batch_size]
+        steps = samples = 0
+        for idx in batches:
             total += strategy.train_step(module, x[idx], y[idx], idx, epoch)
             steps += 1
+            samples += int(idx.numel())
         train_loss = float(total.item()) / max(steps, 1)
         if not np.isfinite(train_loss):
             raise FloatingPointError(
                 f"{cfg.desc}: training loss became {train_loss} in epoch {epoch} "
                 f"(strategy {strategy.name}); lower the learning rate or the regularisation strength"
             )
-        record = {"epoch": float(epoch), "loss": train_loss, "samples": float(order.numel())}
+        record = {"epoch": float(epoch), "loss": train_loss, "samples": float(samples)}
         if dev is not None:
             record["dev_acc"] = accuracy(model, *dev, batch_size=cfg.eval_batch_size)
         if test is not None:
