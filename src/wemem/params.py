@@ -25,6 +25,7 @@ from wemem.ml.evaluation import MiaEvaluationSettings
 from wemem.ml.memorization import MemScoreSettings
 from wemem.ml.models import MODELS
 from wemem.ml.pruning import PRUNING_METHODS
+from wemem.ml.ranking import TAU_MODES
 from wemem.ml.train import FinetuneSettings, TrainSettings
 from wemem.ml.schema import (
     Device,
@@ -68,6 +69,7 @@ class DefenseDefaults(Section):
     w: PosInt
     s: PosInt
     tau: Unit
+    tau_mode: _choice("tau_mode", TAU_MODES) = "value"
 
 
 class DatasetSettings(Section):

@@ -381,3 +381,25 @@ def test_import_missing_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         import_reference_csv(path, np.zeros(3, dtype=int))
     assert str(path) in str(info.value)
+
+
+def test_summary_and_plot_say_what_tau_flags():
+    # known answer: scores 0.0, 0.1, …, 0.9. τ = 0.6 as a value flags 0.6, 0.7, 0.8, 0.9 (40%);
+    # τ = 0.2 as a fraction flags the top 2 (0.8, 0.9), i.e. a threshold of 0.8
+    import pandas as pd
+
+    from wemem.ml.reporting import plot_score_distribution
+
+    table = pd.DataFrame({"score": np.arange(10) / 10, "raw_score": np.arange(10) / 10,
+                          "label": [0] * 5 + [1] * 5, "n_in": 3, "n_out": 3})
+    cfg = _cfg(m=6)
+    by_value = summarise_scores(table, "toy", cfg, tau=0.6)
+    assert (by_value["flagged_share"], by_value["n_flagged"], by_value["threshold"]) == (0.4, 4, 0.6)
+    by_share = summarise_scores(table, "toy", cfg, tau=0.2, tau_mode="fraction")
+    assert (by_share["flagged_share"], by_share["n_flagged"], by_share["threshold"]) == (0.2, 2, 0.8)
+    fig = plot_score_distribution(table, tau=0.2, tau_mode="fraction")
+    hist, box = fig.axes
+    assert [line.get_xdata()[0] for line in hist.lines] == [0.8]  # the threshold, not τ itself
+    assert "flags 20.0% (2 of 10)" in " ".join(t.get_text() for t in hist.texts)
+    # per class: class 0 (0.0–0.4) has none flagged, class 1 (0.5–0.9) has 2 of 5
+    assert [t.get_text() for t in box.get_xticklabels()] == ["0\n0%", "1\n40%"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["ORDERS", "order_key", "rank_per_class", "rankings_table", "preview_table", "class_window", "epoch_window", "window_preview"]
+__all__ = ["ORDERS", "order_key", "rank_per_class", "rankings_table", "preview_table", "class_window", "epoch_window", "window_preview",
+           "TAU_MODES", "risky_mask", "risk_threshold"]
 
 ORDERS = ("h2l", "l2h")
 
@@ -121,3 +122,34 @@ def preview_table(rankings: pd.DataFrame, epochs: int, width: int, step: int) ->
     preview.insert(0, "s", int(step))
     preview.insert(0, "w", int(width))
     return preview
+
+
+TAU_MODES = ("value", "fraction")
+
+
+def risky_mask(scores: np.ndarray, tau: float, tau_mode: str = "value") -> np.ndarray:
+    """Which samples are risky (SPEC §4, §7).
+
+    ``tau_mode="value"``: normalised score ≥ τ. ``tau_mode="fraction"``: the ``round(τ·n)``
+    highest scores, ties broken by position (lower position first), so exactly that many are
+    flagged.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if tau_mode == "value":
+        return scores >= tau
+    if tau_mode == "fraction":
+        k = int(round(tau * scores.size))
+        order = np.lexsort((np.arange(scores.size), -scores))
+        mask = np.zeros(scores.size, dtype=bool)
+        mask[order[:k]] = True
+        return mask
+    raise ValueError(f"tau_mode={tau_mode!r} is not allowed; tau_mode must be 'value' or 'fraction'")
+
+
+def risk_threshold(scores: np.ndarray, tau: float, tau_mode: str = "value") -> tuple[np.ndarray, float]:
+    """The risky mask and the score threshold it amounts to: τ itself for ``tau_mode="value"``,
+    the lowest flagged score for ``"fraction"`` (``inf`` when nothing is flagged)."""
+    mask = risky_mask(scores, tau, tau_mode)
+    if tau_mode == "value":
+        return mask, float(tau)
+    return mask, float(np.asarray(scores, dtype=np.float64)[mask].min()) if mask.any() else float("inf")

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # figures without pyplot: no backend, no global state
 
 from .attacks import ATTACKS, strongest_attack
+from .ranking import risk_threshold
 
 __all__ = [
     "plot_score_distribution",
@@ -23,18 +24,38 @@ __all__ = [
 ]
 
 
-def plot_score_distribution(table: pd.DataFrame, title: str = "memorisation scores") -> Figure:
-    """Histogram of the normalised scores overall and a box per class."""
-    fig = Figure(figsize=(12, 4))
+def plot_score_distribution(
+    table: pd.DataFrame, title: str = "memorisation scores", tau: float | None = None, tau_mode: str = "value"
+) -> Figure:
+    """Histogram of the normalised scores overall and a box per class; with ``tau``, the risk
+    threshold it amounts to is drawn on both panels with the share it flags, overall and per class."""
+    fig = Figure(figsize=(12, 4.4))
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
-    ax1.hist(table["score"], bins=40, color="#3b6ea5")
+    score = table["score"].to_numpy()
+    flagged = None
+    if tau is not None:
+        flagged, threshold = risk_threshold(score, tau, tau_mode)
+    ax1.hist(score, bins=40, color="#3b6ea5")
     ax1.set_xlabel("normalised mem-score")
     ax1.set_ylabel("samples")
     ax1.set_title("overall")
     classes = sorted(table["label"].unique())
-    ax2.boxplot([table.loc[table["label"] == c, "score"] for c in classes], showfliers=False)
-    ax2.set_xticks(range(1, len(classes) + 1), [str(c) for c in classes], fontsize=7)
-    ax2.set_xlabel("class")
+    labels = table["label"].to_numpy()
+    ax2.boxplot([score[labels == c] for c in classes], showfliers=False)
+    ticks = [str(c) for c in classes]
+    if flagged is not None:
+        what = f"τ = {tau:g}" if tau_mode == "value" else f"top τ = {100 * tau:g}%: score ≥ {threshold:.3f}"
+        text = f"{what}\nflags {100 * flagged.mean():.1f}% ({int(flagged.sum())} of {flagged.size})"
+        if np.isfinite(threshold):
+            ax1.axvline(threshold, color="#c0392b", linestyle="--", linewidth=1.5)
+            ax2.axhline(threshold, color="#c0392b", linestyle="--", linewidth=1.2)
+        ax1.text(0.98, 0.97, text, transform=ax1.transAxes, ha="right", va="top", fontsize=9, color="#c0392b",
+                 bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+        ticks = [f"{c}\n{100 * flagged[labels == c].mean():.0f}%" for c in classes]
+        ax2.set_xlabel("class (share flagged as risky)")
+    else:
+        ax2.set_xlabel("class")
+    ax2.set_xticks(range(1, len(classes) + 1), ticks, fontsize=7)
     ax2.set_ylabel("normalised mem-score")
     ax2.set_title("per class")
     fig.suptitle(title)

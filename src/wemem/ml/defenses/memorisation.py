@@ -23,35 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from wemem.ml.pruning import Masks
-from wemem.ml.ranking import ORDERS, epoch_window, order_key, rank_per_class
+from wemem.ml.ranking import ORDERS, TAU_MODES, epoch_window, order_key, rank_per_class, risky_mask
 from wemem.ml.schema import NonNeg, PosInt, Section, Unit, choice
 
 from .base import DEFENSES, Base, scores_and_labels
 
 __all__ = ["RSW", "RMR", "SWMR", "risky_mask", "TAU_MODES"]
 
-TAU_MODES = ("value", "fraction")
 Order = choice("order", ORDERS, order_key)
 TauMode = choice("tau_mode", TAU_MODES)
-
-
-def risky_mask(scores: np.ndarray, tau: float, tau_mode: str = "value") -> np.ndarray:
-    """Which samples are risky (SPEC §4, §7).
-
-    ``tau_mode="value"``: normalised score ≥ τ. ``tau_mode="fraction"``: the ``round(τ·n)``
-    highest scores, ties broken by position (lower position first), so exactly that many are
-    flagged.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    if tau_mode == "value":
-        return scores >= tau
-    if tau_mode == "fraction":
-        k = int(round(tau * scores.size))
-        order = np.lexsort((np.arange(scores.size), -scores))
-        mask = np.zeros(scores.size, dtype=bool)
-        mask[order[:k]] = True
-        return mask
-    raise ValueError(f"tau_mode={tau_mode!r} is not allowed; tau_mode must be 'value' or 'fraction'")
 
 
 class _ScoreBased(Base):

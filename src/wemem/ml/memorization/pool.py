@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..ranking import risk_threshold
 from .estimator import ShardStats, estimate_shard
 from .sampling import shard_model_ids
 from .settings import MemScoreSettings
@@ -48,10 +49,16 @@ def estimate_pool_shard(
     return stats
 
 
-def summarise_scores(table: pd.DataFrame, dataset: str, settings: MemScoreSettings, tau: float) -> dict[str, Any]:
-    """Distribution summary of a score table: quantiles, ties, the share at or above ``tau``."""
+def summarise_scores(
+    table: pd.DataFrame, dataset: str, settings: MemScoreSettings, tau: float, tau_mode: str = "value"
+) -> dict[str, Any]:
+    """Distribution summary of a score table: quantiles, ties, the share at or above ``tau``,
+    and what the dataset's default τ flags as risky (``flagged_share``, and the score
+    ``threshold`` it amounts to: τ itself, or with ``tau_mode="fraction"`` the lowest flagged
+    score)."""
     score = table["score"].to_numpy()
     tau = float(tau)
+    flagged, threshold = risk_threshold(score, tau, tau_mode)
     summary = {
         "dataset": dataset,
         "n": int(score.size),
@@ -64,9 +71,14 @@ def summarise_scores(table: pd.DataFrame, dataset: str, settings: MemScoreSettin
         "share_exactly_1": float(np.mean(score == 1)),
         "tau": tau,
         "share_at_or_above_tau": float(np.mean(score >= tau)),
+        "tau_mode": tau_mode,
+        "threshold": threshold,
+        "flagged_share": float(flagged.mean()) if flagged.size else 0.0,
+        "n_flagged": int(flagged.sum()),
         "min_n_in": int(table["n_in"].min()),
         "min_n_out": int(table["n_out"].min()),
     }
-    log.info("memscore %s: median %.3f, %.1f%% ≥ τ=%.2f, %.1f%% exactly 0", dataset, summary["score"]["50%"],
-             100 * summary["share_at_or_above_tau"], tau, 100 * summary["share_exactly_0"])
+    log.info("memscore %s: median %.3f; τ=%.3g (%s) flags %.1f%% (%d samples, score ≥ %.3f); %.1f%% exactly 0",
+             dataset, summary["score"]["50%"], tau, tau_mode, 100 * summary["flagged_share"], summary["n_flagged"],
+             threshold, 100 * summary["share_exactly_0"])
     return summary

@@ -81,6 +81,9 @@ def import_memscores(
 def summarise_memscores(
     table: pd.DataFrame, info: dict[str, Any], dataset: DatasetSettings, memscore: MemScoreSettings
 ) -> tuple[dict[str, Any], Figure]:
-    """Distribution summary (quantiles, ties, share above the dataset's τ) and its plot."""
-    summary = summarise_scores(table, info["name"], memscore, dataset.defense_defaults.tau)
-    return summary, plot_score_distribution(table, title=f"{info['name']}: memorisation scores")
+    """Distribution summary (quantiles, ties, what the dataset's τ flags) and its plot, τ marked."""
+    defaults = dataset.defense_defaults
+    summary = summarise_scores(table, info["name"], memscore, defaults.tau, defaults.tau_mode)
+    return summary, plot_score_distribution(
+        table, title=f"{info['name']}: memorisation scores", tau=defaults.tau, tau_mode=defaults.tau_mode
+    )
