@@ -11,6 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Hypothesis keeps no example database in the checkout (the suite leaves it as it found it);
+# failures still print the falsifying example, and every run draws from a fixed seed.
+hypothesis_settings.register_profile("wemem", database=None, derandomize=True)
+hypothesis_settings.load_profile("wemem")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_LOCATION = REPO.parent / "shared" / "datasets" / "location" / "dataset_location.tgz"

@@ -89,7 +89,7 @@ def test_cli_only_missing_outputs_reruns_just_the_missing_shard(dask_project, cl
     cmd = [str(Path(sys.executable).with_name("kedro")), "run", "--pipelines", ",".join(SLICE),
            "--runner", "wemem.runners.DaskRunner", "--runner-params", f"address={cluster.scheduler_address}",
            "--only-missing-outputs", "--params", params]
-    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=240,
+    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=540,
                           env=project_env(COLUMNS="200"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = " ".join((done.stdout + done.stderr).split())  # rich wraps long lines
