@@ -10,13 +10,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import tempfile
+
 import pytest
 from hypothesis import settings as hypothesis_settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 # Hypothesis keeps no example database in the checkout (the suite leaves it as it found it);
 # failures still print the falsifying example, and every run draws from a fixed seed.
 hypothesis_settings.register_profile("wemem", database=None, derandomize=True)
 hypothesis_settings.load_profile("wemem")
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="wemem-hypothesis-"))  # its caches, outside the checkout
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_LOCATION = REPO.parent / "shared" / "datasets" / "location" / "dataset_location.tgz"
