@@ -403,3 +403,34 @@ def test_summary_and_plot_say_what_tau_flags():
     assert "flags 20.0% (2 of 10)" in " ".join(t.get_text() for t in hist.texts)
     # per class: class 0 (0.0–0.4) has none flagged, class 1 (0.5–0.9) has 2 of 5
     assert [t.get_text() for t in box.get_xticklabels()] == ["0\n0%", "1\n40%"]
+
+
+def test_exact_in_out_case_from_fixed_per_model_correctness(monkeypatch):
+    # Four models with hand-set memberships and correctness on a 3-sample pool (split into two
+    # shards that are merged), worked out by hand:
+    #   sample 0: in m0,m1 → 1,1 (mean 1);   out m2,m3 → 0,1 (0.5);  raw  0.5
+    #   sample 1: in m0,m2 → 1,0 (0.5);      out m1,m3 → 0,1 (0.5);  raw  0
+    #   sample 2: in m1,m2,m3 → 0,1,0 (1/3); out m0    → 1   (1);    raw −2/3
+    # min–max normalised: (raw + 2/3) / (7/6) → 1, 4/7, 0.
+    # catches: in/out sums swapped, counts off by one, a shard's models counted twice, or the
+    # normalisation taken over the wrong axis
+    import wemem.ml.memorization.estimator as est
+
+    member = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [0, 0, 1]], dtype=bool)
+    correct = np.array([[1, 1, 1], [1, 0, 0], [0, 0, 1], [1, 1, 0]], dtype=np.float64)
+
+    def fixed(x, y, model_id, settings, **kw):
+        return member[model_id], {"correctness": correct[model_id], "probability": correct[model_id] / 2}, 1
+
+    monkeypatch.setattr(est, "train_single", fixed)
+    x, y = np.zeros((3, 4), dtype=np.float32), np.array([0, 1, 0])
+    cfg = _cfg(m=4, estimator="correctness")
+    run = dict(arch="column_fc", seed=3, device="cpu", progress=False, arch_kwargs={"hidden": (4,), "dropout": 0.0,
+                                                                                     "force_single": True})
+    # arch_kwargs outside ColumnFC's {hidden, dropout} take the one-model-at-a-time path
+    shards = [est.estimate_shard(x, y, ids, cfg, **run) for ids in ([0, 3], [1, 2])]
+    table = est.scores_table(est.merge_shards(shards), y)
+    np.testing.assert_allclose(table["raw_score"], [0.5, 0.0, -2 / 3])
+    np.testing.assert_allclose(table["score"], [1.0, 4 / 7, 0.0])
+    assert table["n_in"].tolist() == [2, 2, 3] and table["n_out"].tolist() == [2, 2, 1]
+    assert table["index"].tolist() == [0, 1, 2] and table["label"].tolist() == [0, 1, 0]
