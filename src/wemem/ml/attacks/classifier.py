@@ -50,6 +50,8 @@ class SamiaSettings(Section):
     width: PosInt = 64
     layers: PosInt = 3
     heads: PosInt = 4
+    max_train: PosInt | None = None  # at most this many pooled shadow samples train the
+    # Transformer (a seeded uniform subsample; None = all): its cost grows with samples × classes
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> SamiaSettings:
@@ -229,15 +231,28 @@ def predict_member(model: nn.Module, x: np.ndarray, device: str) -> tuple[np.nda
     return 1.0 / (1.0 + np.exp(-gaps)), gaps > 0
 
 
+def subsample(out: ModelOutputs, max_rows: int | None, seed: int) -> ModelOutputs:
+    """At most ``max_rows`` rows of ``out``: a seeded uniform draw without replacement, kept in
+    their original order (all rows when ``max_rows`` is None or not smaller)."""
+    n = len(out)
+    if max_rows is None or max_rows >= n:
+        return out
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_rows])
+    sens = None if out.sensitivity is None else out.sensitivity[keep]
+    return ModelOutputs(probs=out.probs[keep], labels=out.labels[keep], member=out.member[keep], sensitivity=sens)
+
+
 def classifier_attack(
     name: str,
     data: AttackData,
     ctx: AttackContext,
     featurize: Callable[[ModelOutputs], np.ndarray],
     make_model: Callable[[int], nn.Module],
+    max_train: int | None = None,
 ) -> AttackResult:
-    """Train ``make_model(feature_dim)`` on the pooled shadows' features, score the target."""
-    sh = pooled_shadows(data)
+    """Train ``make_model(feature_dim)`` on the pooled shadows' features (at most ``max_train``
+    of them, see :func:`subsample`), score the target."""
+    sh = subsample(pooled_shadows(data), max_train, ctx.seed)
     x_sh = featurize(sh)
     model = fit_attack_model(lambda: make_model(x_sh.shape[1]), x_sh, sh.member, training_of(ctx),
                              device=ctx.device, seed=ctx.seed)
@@ -276,4 +291,5 @@ def samia_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     return classifier_attack(
         "samia", data, ctx, samia_features,
         lambda d: SamiaTransformer(c, width=s.width, layers=s.layers, heads=s.heads, dropout=training_of(ctx).dropout),
+        max_train=s.max_train,
     )

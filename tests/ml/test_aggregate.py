@@ -1,0 +1,57 @@
+"""Repeats aggregated over seeds: mean, std and the 95% t interval against numpy/scipy by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from wemem.ml.aggregate import aggregate_seeds, mean_std_markdown
+
+
+def _rows():
+    keys = dict(dataset="toy", model="m", pruning_method="l1_unstructured", sparsity=0.6)
+    return pd.DataFrame([
+        {**keys, "defense": "base", "seed": 1, "status": "ok", "test_acc": 0.60, "max_attack_acc": 0.70},
+        {**keys, "defense": "base", "seed": 2, "status": "ok", "test_acc": 0.62, "max_attack_acc": 0.74},
+        {**keys, "defense": "base", "seed": 3, "status": "ok", "test_acc": 0.64, "max_attack_acc": 0.78},
+        {**keys, "defense": "rsw", "seed": 1, "status": "ok", "test_acc": 0.61, "max_attack_acc": 0.60},
+        {**keys, "defense": "rsw", "seed": 2, "status": "failed", "test_acc": np.nan, "max_attack_acc": np.nan},
+    ])
+
+
+def test_mean_std_and_interval_equal_the_hand_computation():
+    # base: attack 0.70, 0.74, 0.78 → mean 0.74, std 0.04 (ddof 1), half-width t(0.975, 2)·0.04/√3
+    # = 4.302653·0.023094 = 0.099364. catches: ddof 0, a z instead of a t quantile, failed rows
+    # counted, groups mixed
+    agg = aggregate_seeds(_rows()).set_index("defense")
+    base = agg.loc["base"]
+    assert base["n_seeds"] == 3 and base["n_failed"] == 0 and base["seeds"] == "1 2 3"
+    assert base["max_attack_acc_mean"] == pytest.approx(0.74)
+    assert base["max_attack_acc_std"] == pytest.approx(np.std([0.70, 0.74, 0.78], ddof=1)) == pytest.approx(0.04)
+    assert base["max_attack_acc_ci_high"] - 0.74 == pytest.approx(4.302653 * 0.04 / math.sqrt(3), rel=1e-6)
+    assert base["max_attack_acc_ci_low"] == pytest.approx(0.74 - 0.0993647, abs=1e-6)
+    rsw = agg.loc["rsw"]
+    assert rsw["n_seeds"] == 1 and rsw["n_failed"] == 1 and rsw["test_acc_mean"] == pytest.approx(0.61)
+    assert math.isnan(rsw["test_acc_std"]) and math.isnan(rsw["test_acc_ci_low"])  # one seed: no spread
+    assert "seed_mean" not in agg.columns and "sparsity_mean" not in agg.columns
+
+
+def test_markdown_cells_read_mean_plus_minus_std():
+    agg = aggregate_seeds(_rows())
+    md = mean_std_markdown(agg, {"max_attack_acc": "Max attack (%)"})
+    assert "| base | 74.00 ± 4.00 | 3 |" in md and "| rsw | 60.00 | 1 |" in md
+
+
+def test_rows_without_a_seed_column_are_refused_by_name():
+    with pytest.raises(ValueError, match="lack column.*seed"):
+        aggregate_seeds(_rows().drop(columns="seed"))
+
+
+def test_seconds_stay_in_seconds_in_the_markdown():
+    rows = _rows()
+    rows["finetune_seconds"] = [1.0, 2.0, 3.0, 4.0, np.nan]
+    md = mean_std_markdown(aggregate_seeds(rows), {"finetune_seconds": "FT (s)"})
+    assert "| base | 2.00 ± 1.00 | 3 |" in md
