@@ -158,8 +158,11 @@ class _RiskyGroups(_ScoreBased):
         order = self.epoch_indices(epoch, n)  # all samples (RMR) or the epoch's windows (SWMR), shuffled
         is_risky = self._risky_t[order]
         size = self.cfg.batch_size
-        risky = list(torch.split(order[is_risky], size))  # one host sync per epoch (the split sizes)
-        general = list(torch.split(order[~is_risky], size))
+        # boolean indexing: one host sync per epoch; split() of an empty group would yield one
+        # empty batch (NaN loss), so an empty group gives no batches
+        risky, general = (
+            [b for b in torch.split(order[keep], size) if b.numel()] for keep in (is_risky, ~is_risky)
+        )
         # which optimizer steps each batch, read in train_step without a device->host sync
         self._kinds, self._cursor = [True] * len(risky) + [False] * len(general), 0
         return risky + general
