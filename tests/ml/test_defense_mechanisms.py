@@ -131,7 +131,8 @@ def test_rmr_epoch_batches_put_risky_samples_first_in_their_own_batches(mode, ta
     scores, labels = rng.random(n), rng.integers(0, 3, n)
     risky = risky_mask(scores, tau, mode)
     st = RMR(RMR.Settings(tau=tau, tau_mode=mode), scores=scores, labels=labels)
-    st.bind(_linear(), torch.randn(n, D), torch.as_tensor(labels), _cfg(batch_size=bs), torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    st.bind(_linear(), torch.randn(n, D), torch.as_tensor(labels), _cfg(batch_size=bs), gen)
     orders = []
     for epoch in range(2):
         batches = st.epoch_batches(epoch, n)
@@ -190,7 +191,8 @@ def test_swmr_epoch_batches_are_the_window_split_by_risk():
     n, bs, w, s = 90, 8, 12, 4
     scores, labels = rng.random(n), rng.integers(0, 3, n)
     st = SWMR(SWMR.Settings(w=w, s=s, tau=0.7), scores=scores, labels=labels)
-    st.bind(_linear(), torch.randn(n, D), torch.as_tensor(labels), _cfg(batch_size=bs), torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    st.bind(_linear(), torch.randn(n, D), torch.as_tensor(labels), _cfg(batch_size=bs), gen)
     risky = scores >= 0.7
     for epoch in range(3):
         window = set(epoch_window(st.ranking, epoch, w, s).tolist())

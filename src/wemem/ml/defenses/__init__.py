@@ -31,6 +31,7 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 from .schedule import (  # noqa: E402
+    RISK_KEYS,
     build_strategy,
     defense_settings,
     finetune_config,
@@ -41,8 +42,8 @@ from .schedule import (  # noqa: E402
 )
 
 __all__ = [
-    "ADV", "DEFENSES", "DPSGD", "LAMBDA_G", "PPB", "RMR", "RSW", "SWMR", "TAU_MODES", "Base", "DefenseState",
-    "MaskedStrategy", "RelaxLoss", "build_strategy", "defense_settings", "finetune_config", "parse_settings",
-    "ppb_loss", "prune_and_finetune", "relaxloss_flatten_loss", "relaxloss_flatten_targets", "resolve_settings", "risky_mask",
-    "setting_names",
+    "ADV", "DEFENSES", "DPSGD", "LAMBDA_G", "PPB", "RISK_KEYS", "RMR", "RSW", "SWMR", "TAU_MODES", "Base",
+    "DefenseState", "MaskedStrategy", "RelaxLoss", "build_strategy", "defense_settings", "finetune_config",
+    "parse_settings", "ppb_loss", "prune_and_finetune", "relaxloss_flatten_loss", "relaxloss_flatten_targets",
+    "resolve_settings", "risky_mask", "setting_names",
 ]
