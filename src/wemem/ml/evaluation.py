@@ -188,6 +188,11 @@ def attack_data(outputs: Mapping[str, np.ndarray]) -> AttackData:
 
 
 # --------------------------------------------------------------------------- the record
+RISK_RECORD = {"risky_fraction": "risky_fraction", "n_risky": "n_risky", "tau_threshold": "threshold"}
+"""result key → fine-tuning record key: the risky fraction f, the number of risky samples and
+the score threshold τ actually selected (rmr, swmr)."""
+
+
 def attack_record(
     combo: Combo,
     outputs: Mapping[str, np.ndarray],
@@ -201,9 +206,10 @@ def attack_record(
 ) -> dict[str, Any]:
     """Calibrates/trains each chosen attack on the shadows, scores the victim (SPEC §8) and
     returns the combination's record: its identity (``combo``, ``dataset``, ``model``, defense
-    and settings), status, the victim's accuracies, fine-tuning cost, every attack's metrics
-    and its ROC curve thinned to ``settings.roc_points``. A combination whose fine-tuning
-    failed gets ``status: failed``, its error and no attacks."""
+    and settings), status, the victim's accuracies, fine-tuning cost, what τ selected
+    (:data:`RISK_RECORD`, rmr/swmr), every attack's metrics and its ROC curve thinned to
+    ``settings.roc_points``. A combination whose fine-tuning failed gets ``status: failed``, its
+    error and no attacks."""
     meta = finetune_log.get("meta", {})
     victim_log = finetune_log.get("models", finetune_log).get("victim", {})
     result: dict[str, Any] = {
@@ -226,6 +232,8 @@ def attack_record(
         finetune_seconds=victim_log.get("finetune_seconds", victim_log.get("seconds")),
         final_sparsity=victim_log.get("final_global_sparsity", 0.0),
         epsilon=victim_log.get("epsilon"),
+        # what τ selected for the victim (rmr, swmr; absent for the other defenses)
+        **{k: victim_log[src] for k, src in RISK_RECORD.items() if victim_log.get(src) is not None},
         attacks={name: {k: float(v) for k, v in r.metrics.items()} for name, r in results.items()},
     )
     result["roc"] = {name: thinned_roc(r.scores, member, settings.roc_points) for name, r in results.items()}

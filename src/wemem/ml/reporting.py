@@ -88,6 +88,8 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
     row["finetune_seconds"] = result.get("finetune_seconds", np.nan)
     row["final_sparsity"] = result.get("final_sparsity", np.nan)
     row["epsilon"] = result.get("epsilon", np.nan)
+    for key in ("risky_fraction", "n_risky", "tau_threshold"):  # what τ selected (rmr, swmr)
+        row[key] = result.get(key, np.nan)
     row["settings"] = result.get("settings_text", "")
     if result.get("error"):
         row["error"] = result["error"]

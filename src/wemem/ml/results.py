@@ -8,8 +8,9 @@ __all__ = ["child_params", "child_metrics"]
 
 
 def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
-    """MLflow params of one combination: what it is, and the defense's settings (``defense.<key>``,
-    as its schema validated them)."""
+    """MLflow params of one combination: what it is, the defense's settings (``defense.<key>``,
+    as its schema validated them) and, for rmr/swmr, what τ selected (``defense.risky_fraction``,
+    ``defense.n_risky``, ``defense.tau_threshold``)."""
     params = {
         "dataset": result.get("dataset"),
         "model": result.get("model"),
@@ -21,6 +22,8 @@ def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
         "seed": seed,
     }
     params.update({f"defense.{k}": v for k, v in (result.get("settings") or {}).items()})
+    # what τ selected (rmr, swmr): the risky fraction, their number, the threshold used
+    params.update({f"defense.{k}": result[k] for k in ("risky_fraction", "n_risky", "tau_threshold") if k in result})
     return {k: str(v) for k, v in params.items()}
 
 

@@ -4,7 +4,7 @@
 module     defenses         job
 =========  ===============  ==============================================
 base       base             registry, mask-keeping strategy, plain fine-tuning
-memorisation rsw, rmr, swmr WeMem: windows over the mem-score ranking, risky-sample L2
+memorisation rsw, rmr, swmr WeMem: windows over the mem-score ranking, risky batches (λ_r)
 regularisers ppb, relaxloss losses of the existing defenses
 adversarial adv             min-max game with an inference model
 dpsgd      dpsgd            Opacus per-sample clipping + noise, ε accounting
@@ -25,12 +25,13 @@ from .adversarial import ADV
 from .base import DEFENSES, LAMBDA_G, Base, DefenseState, MaskedStrategy
 from .dpsgd import DPSGD
 from .memorisation import RMR, RSW, SWMR, TAU_MODES, risky_mask
-from .regularisers import PPB, RelaxLoss, ppb_loss, relaxloss_flatten_targets
+from .regularisers import PPB, RelaxLoss, ppb_loss, relaxloss_flatten_loss, relaxloss_flatten_targets
 # any other module of the package (a new defense) registers itself on import
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 from .schedule import (  # noqa: E402
+    RISK_KEYS,
     build_strategy,
     defense_settings,
     finetune_config,
@@ -41,8 +42,8 @@ from .schedule import (  # noqa: E402
 )
 
 __all__ = [
-    "ADV", "DEFENSES", "DPSGD", "LAMBDA_G", "PPB", "RMR", "RSW", "SWMR", "TAU_MODES", "Base", "DefenseState",
-    "MaskedStrategy", "RelaxLoss", "build_strategy", "defense_settings", "finetune_config", "parse_settings",
-    "ppb_loss", "prune_and_finetune", "relaxloss_flatten_targets", "resolve_settings", "risky_mask",
-    "setting_names",
+    "ADV", "DEFENSES", "DPSGD", "LAMBDA_G", "PPB", "RISK_KEYS", "RMR", "RSW", "SWMR", "TAU_MODES", "Base",
+    "DefenseState", "MaskedStrategy", "RelaxLoss", "build_strategy", "defense_settings", "finetune_config",
+    "parse_settings", "ppb_loss", "prune_and_finetune", "relaxloss_flatten_loss", "relaxloss_flatten_targets",
+    "resolve_settings", "risky_mask", "setting_names",
 ]

@@ -1,13 +1,20 @@
 """WeMem's own defenses (SPEC §7), driven by the memorisation scores of the training set.
 
-=====  ==============================================  ======================
+=====  ==============================================  ==============================
 name   what differs from Base                          hooks overridden
-=====  ==============================================  ======================
+=====  ==============================================  ==============================
 rsw    each epoch trains on every class's own window    ``epoch_indices``
        of the mem-score ranking
-rmr    ½λ_i‖θ‖² per sample, λ_r for risky samples       ``make_optimizer``, ``loss``
-swmr   rsw's windows + rmr's two-level L2               both of the above
-=====  ==============================================  ======================
+rmr    risky samples (score ≥ τ) in their own batches,  ``make_optimizer``,
+       stepped first by an Adam with weight decay λ_r;  ``epoch_batches``, ``train_step``
+       the rest by a second Adam (own state) with λ_g
+swmr   rsw's windows, rmr's two optimizers inside       all of the above
+       each window
+=====  ==============================================  ==============================
+
+RMR/SWMR follow the reference's ``train_defend_ml2`` (SPEC §7). An earlier version put
+``½·mean(λ_i)·‖θ‖²`` in the loss; on shared weights that is one global decay
+``λ_eff = f·λ_r + (1 − f)·λ_g`` (f = risky fraction) and cannot single out risky samples.
 
 Scores are the normalised [0, 1] memorisation scores of the model's *own* training set,
 position ``i`` belonging to row ``i`` of the training tensors.
@@ -20,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from wemem.ml.pruning import Masks
 from wemem.ml.ranking import ORDERS, TAU_MODES, epoch_window, order_key, rank_per_class, risky_mask
 from wemem.ml.schema import NonNeg, PosInt, Section, Unit, choice
+from wemem.ml.train import autocast
 
 from .base import DEFENSES, Base, scores_and_labels
 
@@ -95,17 +102,19 @@ class _Windows(_ScoreBased):
         }
 
 
-class _RiskyL2(_ScoreBased):
-    """Two-level L2 inside the loss: ½λ_r‖θ‖² for risky samples, ½λ_g‖θ‖² for the rest."""
+class _RiskyGroups(_ScoreBased):
+    """Two-level L2 as the reference trains it (``train_defend_ml2``): every epoch the risky
+    samples of the epoch's sample set are stepped first, in their own batches, by an Adam whose
+    weight decay is λ_r; then the other samples, in their own batches, by a second Adam (its own
+    moments and step count) with weight decay λ_g. Both groups are shuffled each epoch."""
 
     def use_scores(self, scores, labels) -> None:
-        risk_scores = scores
-        self.risky = risky_mask(risk_scores, self.tau, self.tau_mode)
+        self.risky = risky_mask(scores, self.tau, self.tau_mode)
         self.n_risky = int(self.risky.sum())
         if self.tau_mode == "value":
             self.threshold = self.tau
         else:
-            self.threshold = float(risk_scores[self.risky].min()) if self.n_risky else float("inf")
+            self.threshold = float(scores[self.risky].min()) if self.n_risky else float("inf")
         super().use_scores(scores, labels)
 
     def check_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -115,22 +124,47 @@ class _RiskyL2(_ScoreBased):
                 f"{self.name}: {self.risky.size} scores for a training set of {x.shape[0]}; "
                 "pass the scores of this model's own training set"
             )
-        risky = torch.as_tensor(self.risky).to(self.device)
-        self._lam = torch.where(
-            risky,
-            torch.tensor(self.lambda_r, device=self.device),
-            torch.tensor(self.lambda_g, device=self.device),
-        ).float()
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._risky_t = torch.as_tensor(self.risky).to(self.device)
+        self._kinds: list[bool] = []
+        self._cursor = 0
+        self.risky_steps = self.general_steps = 0
 
     def make_optimizer(self, model, cfg):
-        # the L2 lives in the loss, so Adam gets no weight decay
-        return torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=cfg.lr, weight_decay=0.0)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.risky_optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=self.lambda_r)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=self.lambda_g)
 
-    def loss(self, model, logits, y, idx, epoch):
-        ce = F.cross_entropy(logits.float(), y)
-        sq_norm = torch.stack([p.float().pow(2).sum() for p in self._params]).sum()
-        return ce + 0.5 * self._lam[idx].mean() * sq_norm
+    def epoch_batches(self, epoch: int, n: int) -> list[torch.Tensor]:
+        order = self.epoch_indices(epoch, n)  # all samples (RMR) or the epoch's windows (SWMR), shuffled
+        is_risky = self._risky_t[order]
+        size = self.cfg.batch_size
+        # boolean indexing: one host sync per epoch; split() of an empty group would yield one
+        # empty batch (NaN loss), so an empty group gives no batches
+        risky, general = (
+            [b for b in torch.split(order[keep], size) if b.numel()] for keep in (is_risky, ~is_risky)
+        )
+        # which optimizer steps each batch, read in train_step without a device->host sync
+        self._kinds, self._cursor = [True] * len(risky) + [False] * len(general), 0
+        return risky + general
+
+    def train_step(self, model, xb, yb, idx, epoch):
+        if self._cursor >= len(self._kinds):
+            raise RuntimeError(f"{self.name}: train_step called for a batch that epoch_batches did not hand out")
+        risky = self._kinds[self._cursor]
+        self._cursor += 1
+        optimizer = self.risky_optimizer if risky else self.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(self.device, self.cfg.amp):
+            logits = model(xb)
+        loss = self.loss(model, logits, yb, idx, epoch)
+        loss.backward()
+        optimizer.step()
+        self.after_step(model)
+        if risky:
+            self.risky_steps += 1
+        else:
+            self.general_steps += 1
+        return loss.detach()
 
     def measurements(self) -> dict[str, Any]:
         return {
@@ -138,6 +172,8 @@ class _RiskyL2(_ScoreBased):
             "n_risky": self.n_risky,
             "risky_fraction": self.n_risky / max(self.risky.size, 1),
             "threshold": self.threshold,
+            "risky_steps": getattr(self, "risky_steps", 0),
+            "general_steps": getattr(self, "general_steps", 0),
         }
 
 
@@ -149,7 +185,8 @@ class WindowSettings(Section):
 
 
 class RiskSettings(Section):
-    """Which samples are risky (score ≥ τ, or the top-τ share) and their L2 strength λ_r."""
+    """Which samples are risky (score ≥ τ, or the top-τ share) and the weight decay λ_r of the
+    optimizer that steps them."""
 
     tau: Unit
     tau_mode: TauMode = "value"
@@ -171,8 +208,10 @@ class RSW(_Windows):
 
 
 @DEFENSES.register("rmr", label="RMR", family="wemem", needs=("scores",))
-class RMR(_RiskyL2):
-    """Risky memory regularisation: samples with score ≥ τ (or the top-τ share) get λ_r, others λ_g."""
+class RMR(_RiskyGroups):
+    """Risky memory regularisation: every epoch, the samples with score ≥ τ (or the top-τ share)
+    are stepped in their own batches by an Adam with weight decay λ_r, then the others by a
+    second Adam with λ_g."""
 
     name = "rmr"
 
@@ -181,8 +220,9 @@ class RMR(_RiskyL2):
 
 
 @DEFENSES.register("swmr", label="SWMR", family="wemem", needs=("scores",))
-class SWMR(_Windows, _RiskyL2):
-    """RSW's windows with RMR's two-level L2 inside each window (reference best: h2l)."""
+class SWMR(_Windows, _RiskyGroups):
+    """RSW's windows with RMR's two optimizers inside each window: the window's risky samples
+    (λ_r), then the window's others (λ_g). Reference best order: h2l."""
 
     name = "swmr"
 

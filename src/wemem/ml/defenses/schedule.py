@@ -25,9 +25,14 @@ from wemem.ml.train import FitResult, TrainConfig, fit
 from .base import DEFENSES, LAMBDA_G, DefenseState, MaskedStrategy
 
 __all__ = [
-    "build_strategy", "defense_settings", "finetune_config", "parse_settings", "prune_and_finetune",
+    "RISK_KEYS", "build_strategy", "defense_settings", "finetune_config", "parse_settings", "prune_and_finetune",
     "resolve_settings", "setting_names",
 ]
+
+
+RISK_KEYS = ("risky_fraction", "n_risky", "threshold")
+"""What τ selected, copied from the summary of a score-based defense (rmr, swmr) into the record:
+the risky fraction f, the number of risky samples and the score threshold actually used."""
 
 
 def setting_names(name: str) -> tuple[list[str], list[str]]:
@@ -139,7 +144,8 @@ def prune_and_finetune(
         ``final_sparsity``, ``n_iter``, ``one_shot``, ``iterations`` (one dict per iteration, see
         :func:`wemem.ml.pruning.iterative_prune`), ``summaries`` (each iteration's strategy
         summary), ``finetune_seconds`` (total wall time), ``final_layer_sparsity``,
-        ``final_global_sparsity`` and, for dpsgd, the final ``epsilon``.
+        ``final_global_sparsity``, for rmr/swmr :data:`RISK_KEYS` and, for dpsgd, the final
+        ``epsilon``.
     """
     x, y = train
     model.to(x.device)
@@ -188,6 +194,9 @@ def prune_and_finetune(
         "final_layer_sparsity": layer_sparsity(model),
         "final_global_sparsity": global_sparsity(model),
     }
+    last = records[-1]["summary"] if records else {}
+    # what τ selected (rmr, swmr): the same every iteration, the scores being fixed
+    out.update({key: last[key] for key in RISK_KEYS if key in last})
     if records and "epsilon" in records[-1]["summary"]:
         out["epsilon"] = records[-1]["summary"]["epsilon"]
         out["delta"] = records[-1]["summary"]["delta"]
