@@ -50,6 +50,10 @@ CONFIGS = {
     "w32": {"width": 32},
     "w32_l2": {"width": 32, "layers": 2},
     "w16_l2": {"width": 16, "layers": 2, "heads": 2},
+    "e5": {"epochs": 5},
+    "e4": {"epochs": 4},
+    "e5_w32": {"epochs": 5, "width": 32},
+    "max6000_e8": {"max_train": 6000, "epochs": 8},
 }
 
 

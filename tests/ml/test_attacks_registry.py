@@ -44,7 +44,8 @@ def test_every_attack_is_registered_with_label_family_and_schema():
 def test_settings_defaults_are_the_spec_values():
     assert AttackModelSettings().as_dict() == {"epochs": 100, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
                                                "batch_size": 128, "milestones": [50, 75], "dropout": 0.2}
-    assert SamiaSettings().as_dict() == {"n_draws": 10, "eps": 1e-3, "width": 64, "layers": 3, "heads": 4}
+    assert SamiaSettings().as_dict() == {"n_draws": 10, "eps": 1e-3, "width": 64, "layers": 3, "heads": 4,
+                                         "max_train": None, "epochs": None}
     assert RmiaSettings().as_dict() == {"a": 0.3, "gamma": 1.0}
 
 

@@ -52,6 +52,8 @@ class SamiaSettings(Section):
     heads: PosInt = 4
     max_train: PosInt | None = None  # at most this many pooled shadow samples train the
     # Transformer (a seeded uniform subsample; None = all): its cost grows with samples × classes
+    epochs: PosInt | None = None  # SAMIA's own epoch count (None: attack_model.epochs); the
+    # learning-rate milestones are scaled with it
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> SamiaSettings:
@@ -249,20 +251,27 @@ def classifier_attack(
     featurize: Callable[[ModelOutputs], np.ndarray],
     make_model: Callable[[int], nn.Module],
     max_train: int | None = None,
+    epochs: int | None = None,
 ) -> AttackResult:
     """Train ``make_model(feature_dim)`` on the pooled shadows' features (at most ``max_train``
     of them, see :func:`subsample`), score the target."""
     sh = subsample(pooled_shadows(data), max_train, ctx.seed)
     x_sh = featurize(sh)
-    model = fit_attack_model(lambda: make_model(x_sh.shape[1]), x_sh, sh.member, training_of(ctx),
+    model = fit_attack_model(lambda: make_model(x_sh.shape[1]), x_sh, sh.member, training_of(ctx, epochs),
                              device=ctx.device, seed=ctx.seed)
     scores, predictions = predict_member(model, featurize(data.target), ctx.device)
     return make_result(name, scores, predictions, data)
 
 
-def training_of(ctx: AttackContext) -> AttackModelSettings:
-    """The family's shared training settings of ``ctx`` (their defaults when it has none)."""
-    return ctx.training if ctx.training is not None else AttackModelSettings()
+def training_of(ctx: AttackContext, epochs: int | None = None) -> AttackModelSettings:
+    """The family's shared training settings of ``ctx`` (their defaults when it has none); with
+    ``epochs``, that many epochs and the milestones scaled by the same factor (each at least 1)."""
+    training = ctx.training if ctx.training is not None else AttackModelSettings()
+    if epochs is None or epochs == training.epochs:
+        return training
+    ratio = epochs / training.epochs
+    milestones = sorted({max(1, round(m * ratio)) for m in training.milestones})
+    return training.model_copy(update={"epochs": epochs, "milestones": milestones})
 
 
 def _mlp(ctx: AttackContext) -> Callable[[int], nn.Module]:
@@ -291,5 +300,5 @@ def samia_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     return classifier_attack(
         "samia", data, ctx, samia_features,
         lambda d: SamiaTransformer(c, width=s.width, layers=s.layers, heads=s.heads, dropout=training_of(ctx).dropout),
-        max_train=s.max_train,
+        max_train=s.max_train, epochs=s.epochs,
     )

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from wemem.ml.pruning import Masks
-from wemem.ml.ranking import ORDERS, TAU_MODES, epoch_window, order_key, rank_per_class, risky_mask
+from wemem.ml.ranking import ORDERS, TAU_MODES, epoch_window, order_key, rank_per_class, risk_threshold, risky_mask
 from wemem.ml.schema import NonNeg, PosInt, Section, Unit, choice
 from wemem.ml.train import autocast
 
@@ -109,12 +109,8 @@ class _RiskyGroups(_ScoreBased):
     moments and step count) with weight decay λ_g. Both groups are shuffled each epoch."""
 
     def use_scores(self, scores, labels) -> None:
-        self.risky = risky_mask(scores, self.tau, self.tau_mode)
+        self.risky, self.threshold = risk_threshold(scores, self.tau, self.tau_mode)
         self.n_risky = int(self.risky.sum())
-        if self.tau_mode == "value":
-            self.threshold = self.tau
-        else:
-            self.threshold = float(scores[self.risky].min()) if self.n_risky else float("inf")
         super().use_scores(scores, labels)
 
     def check_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
