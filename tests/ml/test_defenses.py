@@ -108,7 +108,8 @@ def test_pruned_weights_stay_zero_during_finetuning(name, data):
     summary = result.extra
     assert summary["defense"] == name
     assert defense_settings(strategy)["defense"] == name
-    # Opacus's hooks are gone once fit has finished
+    # DP-SGD's per-sample hooks (and any other strategy's) are gone once fit has finished
+    assert not any(m._forward_hooks or m._backward_hooks for m in model.modules())
     assert not hasattr(model, "autograd_grad_sample_hooks")
 
 
