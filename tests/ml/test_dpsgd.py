@@ -399,7 +399,9 @@ def test_batchnorm_frozen_makes_per_sample_gradients_independent_of_the_batch():
     torch.manual_seed(0)
     model = _ConvNet(norm="batch")
     x, y = _image_data(12)
+    model.train()
     frozen = freeze_batchnorm(model)
+    assert not model.norm.training and not model.norm.weight.requires_grad
     module = FrozenNormModule(model, [m for m, _ in frozen]).train()
     assert not model.norm.training and model.conv.training
     clipper = PerSampleClipper(model, 0.5)
