@@ -7,7 +7,8 @@ base       base             registry, mask-keeping strategy, plain fine-tuning
 memorisation rsw, rmr, swmr WeMem: windows over the mem-score ranking, risky batches (λ_r)
 regularisers ppb, relaxloss losses of the existing defenses
 adversarial adv             min-max game with an inference model
-dpsgd      dpsgd            Opacus per-sample clipping + noise, ε accounting
+dpsgd      dpsgd            Poisson-sampled DP-Adam: clipping + noise, RDP ε accounting
+dp_clip    —                vectorised per-sample clipping (ghost norms), frozen BatchNorm
 schedule   —                settings → strategy; prune + fine-tune under one defense
 =========  ===============  ==============================================
 
