@@ -23,7 +23,7 @@ KEDRO = str(Path(sys.executable).parent / "kedro")
 def readme_commands(text: str) -> list[list[str]]:
     """The ``kedro ...`` commands of a Markdown text (fenced shell blocks and inline code), as
     argument lists without the leading environment assignments; placeholders (``<name>``) are
-    left out."""
+    left out (also `...`)."""
     candidates = []
     for block in re.findall(r"```(?:bash|sh|shell)?\n(.*?)```", text, flags=re.S):
         candidates += [line.split("#")[0] for line in block.splitlines()]
@@ -36,7 +36,7 @@ def readme_commands(text: str) -> list[list[str]]:
             continue
         while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
             words = words[1:]
-        if not words or Path(words[0]).name != "kedro" or any("<" in w for w in words):
+        if not words or Path(words[0]).name != "kedro" or any("<" in w or "..." in w for w in words):
             continue
         if words[1:] not in [c[1:] for c in commands]:
             commands.append(["kedro", *words[1:]])
@@ -56,7 +56,8 @@ def test_readme_commands_are_found():
 def test_extraction_drops_env_and_placeholders():
     # what it catches: environment assignments taken for the program, or a placeholder command
     # (which can never validate) being checked
-    text = "```bash\nA=1 B=x kedro run --pipelines memscore  # note\n```\nand `kedro run --params dataset=<name>`"
+    text = ("```bash\nA=1 B=x kedro run --pipelines memscore  # note\n```\nand `kedro run --params dataset=<name>`"
+            " or `WEMEM_DEBUG=1 kedro run ...`")
     assert readme_commands(text) == [["kedro", "run", "--pipelines", "memscore"]]
 
 
