@@ -86,6 +86,7 @@ class MlflowTrackingHook:
         self.catalog = None
         self.reports: list[str] = []
         self.failed = False
+        self._dropped: tuple[Any, str] | None = None  # (client, parent) of a run whose tracking was turned off
         self._previous_sigterm: Any = None
 
     # ------------------------------------------------------------------ bounded calls
@@ -115,6 +116,8 @@ class MlflowTrackingHook:
         log.warning(
             "MLflow tracking disabled for this run (%s); the reports in data/08_reporting are still written. "
             "Check mlflow.tracking_uri in conf/base/mlflow.yml and that the store is writable and not locked.", reason)
+        if self.client is not None and self.parent_id is not None:
+            self._dropped = (self.client, self.parent_id)
         self.client = None
         os.environ.pop(PARENT_ENV, None)  # nor may a later node or worker pick the run up again
         os.environ.pop(URI_ENV, None)
@@ -137,7 +140,7 @@ class MlflowTrackingHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        self.client, self.parent_id, self.failed = None, None, False
+        self.client, self.parent_id, self.failed, self._dropped = None, None, False, None
         self.children = child_run_datasets(pipeline, catalog)
         for key in (PARENT_ENV, URI_ENV, OFF_ENV):
             os.environ.pop(key, None)
@@ -147,22 +150,29 @@ class MlflowTrackingHook:
         if os.environ.get("WEMEM_MLFLOW_DISABLE"):
             os.environ[OFF_ENV] = "WEMEM_MLFLOW_DISABLE is set"
             return
+        if "DryRunner" in str(run_params.get("runner")):
+            os.environ[OFF_ENV] = "a dry run runs no node"
+            return
         uri = _resolve_uri(str(self.settings.get("tracking_uri", "sqlite:///mlflow.db")), self.project_path)
         # a new SQLite store is created with its schema migrations (seconds on a busy machine);
         # nothing else can hold a store that does not exist yet
-        fresh = uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists()
+        db = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        fresh = db is not None and (not db.exists() or db.stat().st_size == 0)
+        abandoned = threading.Event()
         try:
-            self.client, self.exp_id, self.parent_id = self._call(self._start, uri, run_params, catalog,
+            self.client, self.exp_id, self.parent_id = self._call(self._start, uri, run_params, catalog, abandoned,
                                                                   _timeout=120.0 if fresh else None)
         except Exception as exc:  # noqa: BLE001
+            abandoned.set()
             self._disable(exc)
             return
         os.environ[PARENT_ENV], os.environ[URI_ENV] = self.parent_id, uri
         log.info("MLflow: run %s in experiment %r at %s", self.parent_id, self.settings.get("experiment", "wemem"), uri)
         self._watch_sigterm()
 
-    def _start(self, uri: str, run_params: dict[str, Any], catalog) -> tuple[Any, str, str]:
-        """Opens the store, closes interrupted runs, creates this run's parent."""
+    def _start(self, uri: str, run_params: dict[str, Any], catalog, abandoned: threading.Event) -> tuple[Any, str, str]:
+        """Opens the store, closes interrupted runs, creates this run's parent (and closes it
+        again if the caller stopped waiting meanwhile)."""
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=uri)
@@ -181,6 +191,8 @@ class MlflowTrackingHook:
                                 tags=tags)
         client.log_param(run.info.run_id, "dataset", dataset)
         client.log_param(run.info.run_id, "seed", str(self.seed))
+        if abandoned.is_set():  # tracking is off for this run: leave no parent RUNNING
+            client.set_terminated(run.info.run_id, "FAILED")
         return client, exp_id, run.info.run_id
 
     @staticmethod
@@ -325,18 +337,26 @@ class MlflowTrackingHook:
             self._log_child(result, reused_from=str(path))
 
     def _finish(self, status: str, catalog=None) -> None:
-        if self.client is None or self.parent_id is None:
-            return
-        try:
-            if catalog is not None:
-                self._log_reused(catalog)
-                status = "FAILED" if self.failed else status
-            self._call(self.client.set_terminated, self.parent_id, status)
-        except Exception as exc:  # noqa: BLE001
-            self._disable(exc)
-        finally:
-            os.environ.pop(PARENT_ENV, None)
-            self.parent_id = None
+        """Logs the reused children (at the end of a run) and closes the parent. When tracking
+        was turned off during the run, one more bounded try closes the parent as FAILED (the
+        store may be free again); if that fails too, the next run closes it as KILLED."""
+        if self.client is not None and self.parent_id is not None:
+            try:
+                if catalog is not None:
+                    self._log_reused(catalog)
+                    status = "FAILED" if self.failed else status
+                self._call(self.client.set_terminated, self.parent_id, status)
+            except Exception as exc:  # noqa: BLE001
+                self._disable(exc)
+        if self._dropped is not None:
+            client, parent = self._dropped
+            self._dropped = None
+            try:
+                self._call(client.set_terminated, parent, "FAILED")
+            except Exception as exc:  # noqa: BLE001 - already warned once
+                log.debug("MLflow: could not close run %s (%s)", parent, exc)
+        os.environ.pop(PARENT_ENV, None)
+        self.parent_id = None
 
     @hook_impl(tryfirst=True)
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:

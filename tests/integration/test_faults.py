@@ -215,3 +215,61 @@ def test_project_errors_are_one_line_before_any_node(tmp_path):
                               env={**project_env(PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'src'}"), "WEMEM_DEBUG": "1"},
                               capture_output=True, text=True, timeout=300)
     assert env_proc.returncode != 0 and "Traceback" in env_proc.stderr
+
+
+def test_sigterm_closes_the_parent_as_killed(tmp_path):
+    # what it catches (issue 16): a run ended by SIGTERM left its MLflow parent RUNNING forever
+    project = _project(tmp_path, _params(["base"]))
+    proc = _kedro(project)
+    first = project / "data" / "07_model_output" / "mnist1d" / "unpruned" / "attack_results.json"
+    deadline = time.time() + 600
+    while not first.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "the run never reached the unpruned results"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    [parent] = [r for r in _runs(project) if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+
+
+def test_store_locked_mid_run_costs_one_warning_and_the_parent_is_closed(tmp_path):
+    # what it catches (issue 16): a store locked while the run was logging stalled it, printed
+    # a SQLAlchemy traceback and left the parent RUNNING with no child
+    project = _project(tmp_path, _params(["base"]), mlflow={"timeout_s": 2})
+    proc = _kedro(project)
+    db = project / "mlflow.db"
+    deadline = time.time() + 300
+    while True:  # wait for the parent run and its params
+        assert proc.poll() is None and time.time() < deadline
+        if not db.exists():  # (connecting would create an empty file)
+            time.sleep(0.1)
+            continue
+        try:
+            with sqlite3.connect(db, timeout=5) as con:
+                if con.execute("SELECT count(*) FROM params").fetchone()[0] >= 2:  # the parent is set up
+                    break
+        except sqlite3.OperationalError:  # no file or no table yet
+            pass
+        time.sleep(0.1)
+    lock = sqlite3.connect(db, timeout=30, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "MLflow tracking disabled" in line and lock is not None:
+            lock.execute("ROLLBACK")  # the store is free again before the run ends
+            lock.close()
+            lock = None
+    proc.wait(timeout=300)
+    if lock is not None:
+        lock.close()
+    out = "".join(lines)
+    assert proc.returncode == 0, out
+    assert len([line for line in lines if "MLflow tracking disabled" in line]) == 1, out
+    assert "Traceback" not in out and "tracking was off for this run" in out
+    runs = _runs(project)
+    assert not [r for r in runs if r.info.status == "RUNNING"], out
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"
