@@ -91,6 +91,9 @@ def test_report_set_writes_all_members_with_one_version(tmp_path):
     _report_set(tmp_path, V1).save(_data())
     for member in ("table.csv", "note.md", "plots/plot.png"):
         assert (tmp_path / member / V1 / member.split("/")[-1]).is_file()
+    paths = _report_set(tmp_path, None).member_paths()  # what the closing summary lists
+    assert paths == {m: str(tmp_path / f / V1 / f.split("/")[-1])
+                     for m, f in [("table", "table.csv"), ("note", "note.md"), ("plot", "plots/plot.png")]}
     loaded = _report_set(tmp_path, None).load()
     assert loaded["note"] == "hi" and loaded["table"]["a"].tolist() == [1]
 
