@@ -231,7 +231,10 @@ def _parse_numeric_csv(data: bytes, *, source: str, expected_cols: int, what: st
         c = int(np.flatnonzero(np.isnan(arr[r]))[0])
         cells = pd.read_csv(io.BytesIO(data), header=None, dtype=str, keep_default_na=False,
                             skip_blank_lines=True, skiprows=r, nrows=1).iloc[0]  # error path only
-        value = str(cells.iloc[c]).strip() if c < len(cells) else ""
+        if len(cells) < expected_cols:  # a short row (pandas pads it with NaN)
+            raise DataError(f"{source}: wrong number of columns on data row {r + 1}: expected "
+                            f"{expected_cols} ({what}), found {len(cells)}.")
+        value = str(cells.iloc[c]).strip()
         found = f"the value {value!r}" if value else "an empty value"
         raise DataError(f"{source}: {found} at data row {r + 1}, column {c + 1}; expected a number there "
                         f"({expected_cols} numeric values per row: {what}). Fix or remove that row.")
