@@ -6,7 +6,10 @@
   the nodes that parameters create (memscore shards, grid combinations).
 - :class:`MlflowTrackingHook` (:mod:`wemem.tracking`): a parent run per ``kedro run``, a child
   run per saved attack result, the reports as the parent's artifacts.
-- :class:`ReportLocationHook`: ends a run that wrote reports by saying where they are.
+- :class:`ReportLocationHook`: ends a run that wrote reports by saying where they are (and
+  whether MLflow tracking was on).
+- :class:`FailureSummaryHook`: ends a run in which a combination failed with one error naming
+  every failed combination (the others finished), so ``kedro run`` exits non-zero.
 
 Hooks that react to data look at the catalog entry's metadata, not at node names: the
 attack results carry ``metadata: {wemem: {mlflow: child_run}}`` and reports sit in the
@@ -17,30 +20,37 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
 from wemem import structure
-from wemem.catalog_meta import reporting_datasets
+from wemem.catalog_meta import child_run_datasets, reporting_datasets
 from wemem.config import read
-from wemem.tracking import URI_ENV, MlflowTrackingHook
+from wemem.errors import CombinationsFailed
+from wemem.tracking import OFF_ENV, URI_ENV, MlflowTrackingHook
 
 __all__ = ["ValidationHook", "TorchSetupHook", "GraphHook", "MlflowTrackingHook", "ReportLocationHook",
-           "configure_torch"]
+           "FailureSummaryHook", "configure_torch"]
 
 log = logging.getLogger(__name__)
 
 
 class ValidationHook:
     """Validates the run's raw parameters (``--env`` and ``--params`` applied) before Kedro or any
-    node uses them: a typo fails in the first second, with every problem in one message."""
+    node uses them: a typo fails in the first second, with every problem in one message. Then
+    checks what the schema cannot (:mod:`wemem.preflight`): every setting that names a file or
+    folder, and every combination of the grid that cannot run at all."""
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context) -> None:
         from wemem.params import validate_parameters
+        from wemem.preflight import check_run
 
-        validate_parameters(read(context.config_loader, "parameters"))
+        params = read(context.config_loader, "parameters")
+        validate_parameters(params)
+        check_run(params, Path(context.project_path))
 
 
 class TorchSetupHook:
@@ -122,11 +132,37 @@ class ReportLocationHook:
         lines = ["WeMem results:"]
         for name in self.saved:
             try:
-                path = catalog.get(name)._get_load_path()
+                dataset = catalog.get(name)
+                paths = dataset.member_paths() if hasattr(dataset, "member_paths") else {name: dataset._get_load_path()}
             except Exception:  # noqa: BLE001 - a dataset without a file path
                 continue
-            lines.append(f"  {name:<26} {path}")
-        uri = os.environ.get(URI_ENV)
+            lines += [f"  {member:<26} {path}" for member, path in paths.items()]
+        uri, off = os.environ.get(URI_ENV), os.environ.get(OFF_ENV)
         if uri:
             lines.append(f"  {'MLflow runs':<26} {uri}: make mlflow-ui, then http://127.0.0.1:5000")
+        elif off:
+            lines.append(f"  {'MLflow runs':<26} none: tracking was off for this run ({off})")
         log.info("\n".join(lines))
+
+
+class FailureSummaryHook:
+    """After a run, reads the attack results of every combination of the pipeline (this run's
+    or reused) and, when any failed, raises one :class:`~wemem.errors.CombinationsFailed` naming
+    each with its error: the other combinations and the reports are done by then, and the
+    command exits non-zero with that one line. Runs after every other ``after_pipeline_run``."""
+
+    @hook_impl(trylast=True)
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if "DryRunner" in str(run_params.get("runner")):
+            return  # a dry run checks the command, not the results of earlier runs
+        results = []
+        for name in child_run_datasets(pipeline, catalog):
+            try:
+                if catalog.exists(name):
+                    results.append(catalog.load(name))
+            except Exception as exc:  # noqa: BLE001 - an unreadable result: named, not fatal here
+                log.warning("%s could not be read for the run's summary: %s", name, exc)
+        failed = {r.get("namespace", "?"): r.get("error", "failed") for r in results
+                  if isinstance(r, dict) and r.get("status", "ok") != "ok"}
+        if failed:
+            raise CombinationsFailed(failed, len(results))

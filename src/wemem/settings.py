@@ -13,7 +13,16 @@ import torch  # noqa: F401
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 from wemem.config import CONFIG_LOADER_ARGS  # noqa: E402,F401
-from wemem.hooks import GraphHook, MlflowTrackingHook, ReportLocationHook, TorchSetupHook, ValidationHook  # noqa: E402
+from wemem.hooks import (  # noqa: E402
+    FailureSummaryHook,
+    GraphHook,
+    MlflowTrackingHook,
+    ReportLocationHook,
+    TorchSetupHook,
+    ValidationHook,
+)
 
-# order matters: parameters are checked before anything uses them
-HOOKS = (ValidationHook(), TorchSetupHook(), GraphHook(), MlflowTrackingHook(), ReportLocationHook())
+# order matters: parameters are checked before anything uses them; after a run, MLflow closes its
+# parent run first (tryfirst), then the closing summary, then the failure summary (trylast)
+HOOKS = (ValidationHook(), TorchSetupHook(), GraphHook(), MlflowTrackingHook(), ReportLocationHook(),
+         FailureSummaryHook())

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_PARAMS, make_project, project_env, run_session
+from wemem.errors import CombinationsFailed
 
 pytestmark = pytest.mark.slow
 
@@ -122,8 +123,9 @@ def test_diverging_defense_is_reported_and_the_others_finish(project, monkeypatc
         # decay, whose steps Adam normalises)
         "defenses.boom": {"defense": "relaxloss", "alpha": 1e39},
     })
-    with caplog.at_level("ERROR"):
-        run_session(project, runtime_params=params)
+    with caplog.at_level("ERROR"), pytest.raises(CombinationsFailed, match=r"1 of 4 combination\(s\) failed: "
+                                                                      r"l1_unstructured_s60\.boom"):
+        run_session(project, runtime_params=params)  # the others finish, then the run fails with one line
     table = pd.read_csv(_latest(project / "data" / "08_reporting" / "defense_comparison.csv"))
     row = table.set_index("defense").loc["boom"]
     assert row["status"] == "failed" and "training loss became" in row["error"]

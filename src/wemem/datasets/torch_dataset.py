@@ -11,6 +11,7 @@ import torch
 from kedro.io.core import DatasetError
 
 from ._base import FileDataset
+from .numpy_dataset import zip_problem
 
 
 class TorchModelsDataset(FileDataset):
@@ -26,10 +27,10 @@ class TorchModelsDataset(FileDataset):
           versioned: true
     """
 
-    def load(self) -> dict[str, Any]:
-        f, path = self._open_for_read()
-        with f:
-            raw = f.read()
+    def _check(self, raw: bytes) -> str | None:
+        return zip_problem(raw)
+
+    def _deserialise(self, raw: bytes, path: str) -> dict[str, Any]:
         try:
             data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
@@ -46,7 +47,7 @@ class TorchModelsDataset(FileDataset):
             raise DatasetError(f"{path} is not a WeMem model file: expected a dict with a 'models' entry")
         return data
 
-    def save(self, data: dict[str, Any]) -> None:
+    def _serialise(self, data: dict[str, Any]) -> bytes:
         if not isinstance(data, dict) or "models" not in data:
             raise DatasetError("TorchModelsDataset saves {'meta': {...}, 'models': {name: state_dict}}")
         cpu = {
@@ -57,4 +58,4 @@ class TorchModelsDataset(FileDataset):
         }
         buf = io.BytesIO()
         torch.save(cpu, buf)
-        self._write_atomic(buf.getvalue())
+        return buf.getvalue()

@@ -228,8 +228,15 @@ def _parse_numeric_csv(data: bytes, *, source: str, expected_cols: int, what: st
     nan_rows = np.flatnonzero(np.isnan(arr).any(axis=1))
     if nan_rows.size:
         r = int(nan_rows[0])
-        n_ok = int((~np.isnan(arr[r])).sum())
-        raise DataError(f"{source}: wrong number of columns or an empty value on data row {r + 1}: "
-                        f"expected {expected_cols} values ({what}), found {n_ok}.")
+        c = int(np.flatnonzero(np.isnan(arr[r]))[0])
+        cells = pd.read_csv(io.BytesIO(data), header=None, dtype=str, keep_default_na=False,
+                            skip_blank_lines=True, skiprows=r, nrows=1).iloc[0]  # error path only
+        if len(cells) < expected_cols:  # a short row (pandas pads it with NaN)
+            raise DataError(f"{source}: wrong number of columns on data row {r + 1}: expected "
+                            f"{expected_cols} ({what}), found {len(cells)}.")
+        value = str(cells.iloc[c]).strip()
+        found = f"the value {value!r}" if value else "an empty value"
+        raise DataError(f"{source}: {found} at data row {r + 1}, column {c + 1}; expected a number there "
+                        f"({expected_cols} numeric values per row: {what}). Fix or remove that row.")
     return arr
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.raw import DataError
 from .estimator import TABLE_COLUMNS
 
 __all__ = ["import_reference_csv", "export_reference_csv"]
@@ -27,13 +28,13 @@ def import_reference_csv(path: str | Path, labels: np.ndarray) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, index_col=0)
     except Exception as exc:  # noqa: BLE001 - re-raised with the path
-        raise ValueError(f"memscore import file {path} is not a readable CSV: {exc}") from exc
+        raise DataError(f"memscore import file {path} is not a readable CSV: {exc}") from exc
     if df.shape[1] != 1:
-        raise ValueError(f"memscore import file {path}: expected one score column after the index, found {df.shape[1]}")
+        raise DataError(f"memscore import file {path}: expected one score column after the index, found {df.shape[1]}")
     n = len(labels)
     index = df.index.to_numpy()
     if not np.issubdtype(index.dtype, np.integer) or len(index) != n or set(index.tolist()) != set(range(n)):
-        raise ValueError(
+        raise DataError(
             f"memscore import file {path}: its index must cover the train pool 0..{n - 1} exactly once "
             f"(found {len(index)} rows); was it computed for another dataset or split seed?"
         )
@@ -41,7 +42,7 @@ def import_reference_csv(path: str | Path, labels: np.ndarray) -> pd.DataFrame:
     order = np.argsort(index)
     score = score[order]
     if np.isnan(score).any() or score.min() < 0 or score.max() > 1:
-        raise ValueError(f"memscore import file {path}: scores must be numbers in [0, 1]")
+        raise DataError(f"memscore import file {path}: scores must be numbers in [0, 1]")
     return pd.DataFrame({
         "index": np.arange(n, dtype=np.int64),
         "label": np.asarray(labels, dtype=np.int64),

@@ -6,8 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
 
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
@@ -20,6 +18,7 @@ from wemem.ml.reporting import (
     time_cost_table,
 )
 from wemem.params import DatasetSettings
+from wemem.pipelines.isolation import failed_outputs, log_failure, outputs_error
 from wemem.pipelines.node_callable import NodeCallable
 
 
@@ -33,8 +32,13 @@ def compute_model_outputs(
     seed: int,
     device: str,
 ) -> dict[str, np.ndarray]:
-    """Softmax outputs (and SAMIA's sensitivity) of every model of one combination."""
-    return model_outputs(models, arrays, splits, info, dataset.model, mia.settings_of("samia"), seed, device)
+    """Softmax outputs (and SAMIA's sensitivity) of every model of one combination; on an
+    exception, outputs that record the combination as failed (see :mod:`wemem.pipelines.isolation`)."""
+    try:
+        return model_outputs(models, arrays, splits, info, dataset.model, mia.settings_of("samia"), seed, device)
+    except Exception as exc:  # noqa: BLE001 - one combination's failure never stops the others
+        namespace = models.get("meta", {}).get("namespace", "unpruned")
+        return failed_outputs(log_failure(namespace, "model outputs", exc))
 
 
 class AttackNode(NodeCallable):
@@ -49,9 +53,23 @@ class AttackNode(NodeCallable):
         self, outputs: dict[str, np.ndarray], finetune_log: dict[str, Any], info: dict[str, Any],
         dataset: DatasetSettings, mia: MiaEvaluationSettings, seed: int, device: str,
     ) -> dict[str, Any]:
-        """The combination's attack record (see :func:`wemem.ml.evaluation.attack_record`)."""
-        return attack_record(self.combo, outputs, finetune_log, dataset=info["name"], model=dataset.model,
-                             settings=mia, seed=seed, device=device)
+        """The combination's attack record (see :func:`wemem.ml.evaluation.attack_record`); a
+        failure upstream or in the attacks gives a record with ``status: failed`` and the error."""
+        def record(outputs: dict[str, np.ndarray], log: dict[str, Any]) -> dict[str, Any]:
+            return attack_record(self.combo, outputs, log, dataset=info["name"], model=dataset.model,
+                                 settings=mia, seed=seed, device=device)
+
+        def failed(error: str) -> dict[str, Any]:
+            meta = {**finetune_log.get("meta", {}), "status": "failed", "error": error}
+            return record(failed_outputs(error), {**finetune_log, "meta": meta})
+
+        upstream = outputs_error(outputs)
+        if upstream is not None and finetune_log.get("meta", {}).get("status", "ok") == "ok":
+            return failed(upstream)
+        try:
+            return record(outputs, finetune_log)
+        except Exception as exc:  # noqa: BLE001 - one combination's failure never stops the others
+            return failed(log_failure(self.combo.namespace, "attacks", exc))
 
 
 def make_attack_node(combo: Combo) -> AttackNode:
@@ -59,16 +77,15 @@ def make_attack_node(combo: Combo) -> AttackNode:
     return AttackNode(combo)
 
 
-def build_reports(
-    mia: MiaEvaluationSettings, *results: dict[str, Any]
-) -> tuple[pd.DataFrame, str, pd.DataFrame, Figure, Figure]:
-    """The comparison table (CSV and Markdown), the time-cost table, the privacy–utility
-    scatter and the victim ROC curves per defense."""
+def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[str, Any]:
+    """The run's reports, saved as one unit (``reports``, a ReportSetDataset): the comparison
+    table (CSV and Markdown), the time-cost table, the privacy–utility scatter and the victim
+    ROC curves per defense. Failed combinations are rows with ``status: failed`` and their error."""
     table = comparison_table(results)
-    return (
-        table,
-        comparison_markdown(table, mia.attacks),
-        time_cost_table(table),
-        plot_privacy_utility(table),
-        plot_roc_curves(roc_curves_by_combination(results)),
-    )
+    return {
+        "defense_comparison": table,
+        "defense_comparison_md": comparison_markdown(table, mia.attacks),
+        "time_cost": time_cost_table(table),
+        "privacy_utility_plot": plot_privacy_utility(table),
+        "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results)),
+    }

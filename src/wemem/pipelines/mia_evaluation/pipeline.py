@@ -45,7 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         report_node = Node(
             build_reports,
             ["params:mia_evaluation", *[f"{c.namespace}.attack_results" for c in shape.combos]],
-            ["defense_comparison", "defense_comparison_md", "time_cost", "privacy_utility_plot", "roc_curves_plot"],
+            "reports",
             name="build_reports",
         )
     return sum(combos, Pipeline([])) + Pipeline([report_node])

@@ -13,6 +13,7 @@ from wemem.ml.grid import Combo
 from wemem.ml.roles import prune_roles, train_roles
 from wemem.ml.train import FinetuneSettings, TrainSettings, resolve_device
 from wemem.params import DatasetSettings
+from wemem.pipelines.isolation import failed_payloads, log_failure
 from wemem.pipelines.node_callable import NodeCallable
 
 
@@ -58,8 +59,15 @@ class PruneNode(NodeCallable):
         progress: bool,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Prunes the victim and every shadow with the same schedule and the combination's
-        defense variant (``params:defenses.<variant>``, completed by the dataset's defaults)."""
+        defense variant (``params:defenses.<variant>``, completed by the dataset's defaults).
+        Any exception makes this combination ``failed`` (with its message), not the run."""
         defense = variant.get("defense", self.combo.defense_variant)
-        settings = resolve_settings(defense, variant, dataset.defense_defaults.as_dict())
-        return prune_roles(original_models, arrays, splits, rankings, info, dataset.model, self.combo, defense,
-                           settings, n_iter, finetune, int(seed), resolve_device(device), bool(progress))
+        try:
+            settings = resolve_settings(defense, variant, dataset.defense_defaults.as_dict())
+            return prune_roles(original_models, arrays, splits, rankings, info, dataset.model, self.combo, defense,
+                               settings, n_iter, finetune, int(seed), resolve_device(device), bool(progress))
+        except Exception as exc:  # noqa: BLE001 - one combination's failure never stops the others
+            error = log_failure(self.combo.namespace, "pruning and defending", exc)
+            meta = {**self.combo.as_dict(), "defense": defense, "dataset": info["name"], "model": dataset.model,
+                    "settings": {k: v for k, v in variant.items() if k != "defense"}}
+            return failed_payloads(meta, error)
