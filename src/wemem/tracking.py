@@ -160,7 +160,8 @@ class MlflowTrackingHook:
         metrics = [Metric(k, v, now, 0) for k, v in child_metrics(result).items()]
         self.client.log_batch(rid, metrics=metrics, params=params)
         if result.get("roc"):
-            fig = plot_roc_curves({result["namespace"]: result["roc"]})
+            floors = {result["namespace"]: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
+            fig = plot_roc_curves({result["namespace"]: result["roc"]}, floors)
             self.client.log_figure(rid, fig, "roc_curves.png")
         self.client.set_terminated(rid, "FINISHED" if result.get("status", "ok") == "ok" else "FAILED")
 

@@ -14,9 +14,11 @@ from wemem.ml.grid import Combo
 from wemem.ml.reporting import (
     comparison_markdown,
     comparison_table,
+    plot_memorisation_slices,
     plot_privacy_utility,
     plot_roc_curves,
     roc_curves_by_combination,
+    roc_floors,
     time_cost_table,
 )
 from wemem.params import DatasetSettings
@@ -27,14 +29,17 @@ def compute_model_outputs(
     models: dict[str, Any],
     arrays: dict[str, np.ndarray],
     splits: dict[str, np.ndarray],
+    rankings: pd.DataFrame,
     info: dict[str, Any],
     dataset: DatasetSettings,
     mia: MiaEvaluationSettings,
     seed: int,
     device: str,
 ) -> dict[str, np.ndarray]:
-    """Softmax outputs (and SAMIA's sensitivity) of every model of one combination."""
-    return model_outputs(models, arrays, splits, info, dataset.model, mia.settings_of("samia"), seed, device)
+    """float32 logits (and SAMIA's sensitivity) of every model of one combination, and the
+    memorisation scores of the victim's members (from the h2l rankings)."""
+    return model_outputs(models, arrays, splits, info, dataset.model, mia.settings_of("samia"), seed, device,
+                         memscores=rankings)
 
 
 class AttackNode(NodeCallable):
@@ -51,7 +56,7 @@ class AttackNode(NodeCallable):
     ) -> dict[str, Any]:
         """The combination's attack record (see :func:`wemem.ml.evaluation.attack_record`)."""
         return attack_record(self.combo, outputs, finetune_log, dataset=info["name"], model=dataset.model,
-                             settings=mia, seed=seed, device=device)
+                             settings=mia, seed=seed, device=device, tau=dataset.defense_defaults.tau)
 
 
 def make_attack_node(combo: Combo) -> AttackNode:
@@ -61,14 +66,16 @@ def make_attack_node(combo: Combo) -> AttackNode:
 
 def build_reports(
     mia: MiaEvaluationSettings, *results: dict[str, Any]
-) -> tuple[pd.DataFrame, str, pd.DataFrame, Figure, Figure]:
+) -> tuple[pd.DataFrame, str, pd.DataFrame, Figure, Figure, Figure]:
     """The comparison table (CSV and Markdown), the time-cost table, the privacy–utility
-    scatter and the victim ROC curves per defense."""
+    scatter, the victim ROC curves per defense (FPR axis from 1/n_nonmembers) and the chosen
+    attack's exposure of high- versus low-memorisation members per defense."""
     table = comparison_table(results)
     return (
         table,
         comparison_markdown(table, mia.attacks),
         time_cost_table(table),
         plot_privacy_utility(table),
-        plot_roc_curves(roc_curves_by_combination(results)),
+        plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
+        plot_memorisation_slices(table),
     )

@@ -9,7 +9,7 @@ from wemem.ml.grid import Combo
 
 from .nodes import build_reports, compute_model_outputs, make_attack_node
 
-SHARED_INPUTS = {"dataset_arrays", "splits", "dataset_info"}
+SHARED_INPUTS = {"dataset_arrays", "splits", "rankings", "dataset_info"}
 SHARED_PARAMS = {"params:dataset_settings", "params:mia_evaluation", "params:seed", "params:device"}
 
 
@@ -20,7 +20,8 @@ def combo_pipeline(combo: Combo) -> Pipeline:
     nodes = [
         Node(
             compute_model_outputs,
-            [models, "dataset_arrays", "splits", "dataset_info", "params:dataset_settings", "params:mia_evaluation",
+            [models, "dataset_arrays", "splits", "rankings", "dataset_info", "params:dataset_settings",
+             "params:mia_evaluation",
              "params:seed", "params:device"],
             "model_outputs",
             name="compute_model_outputs",
@@ -45,7 +46,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         report_node = Node(
             build_reports,
             ["params:mia_evaluation", *[f"{c.namespace}.attack_results" for c in shape.combos]],
-            ["defense_comparison", "defense_comparison_md", "time_cost", "privacy_utility_plot", "roc_curves_plot"],
+            ["defense_comparison", "defense_comparison_md", "time_cost", "privacy_utility_plot", "roc_curves_plot",
+             "memorisation_slices_plot"],
             name="build_reports",
         )
     return sum(combos, Pipeline([])) + Pipeline([report_node])
