@@ -260,3 +260,16 @@ def test_epsilon_lower_bound_never_exceeds_dpsgd_accountant():
     scores = logit_confidence(logits, labels)
     lb = epsilon_lower_bound(scores, member, res.extra["delta"])
     assert math.isfinite(eps) and 0.0 <= lb <= eps, (lb, eps)
+
+
+def test_child_metrics_carry_chosen_attack_counts_and_skip_unmeasurable():
+    """Catches a NaN (not measurable) TPR logged to MLflow as a number, and a missing chosen_*
+    / n_nonmembers metric."""
+    from wemem.ml.results import child_metrics
+
+    m = {"balanced_acc": 0.6, "auc": 0.7, "tpr_at_1fpr": 0.05, "tpr_at_0.1fpr": float("nan"), "eps_lb": 0.4}
+    got = child_metrics({"test_acc": 0.8, "n_members": 1200, "n_nonmembers": 634, "epsilon": 3.0,
+                         "attacks": {"lira": m, "conf": {**m, "balanced_acc": 0.7}}, "chosen_attack": "lira"})
+    assert got["chosen_balanced_acc"] == 0.6 and got["max_attack_acc"] == 0.7
+    assert got["n_nonmembers"] == 634 and got["lira_eps_lb"] == 0.4 and got["epsilon"] == 3.0
+    assert "lira_tpr_at_0.1fpr" not in got and "chosen_tpr_at_0.1fpr" not in got
