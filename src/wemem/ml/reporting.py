@@ -152,7 +152,9 @@ def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
             "columns are its metrics on the victim. Max: the best attack picked with the victim's labels, an "
             "upper bound biased upwards.",
             "TPR high/low mem: the chosen attack's TPR at its decision threshold on the victim's members "
-            f"with memorisation score ≥ τ / < τ (τ = {', '.join(f'{t:g}' for t in taus) or '—'}), each "
+            f"with memorisation score ≥ τ / < τ (τ = {', '.join(f'{t:g}' for t in taus) or '—'}; "
+            f"{', '.join(str(int(n)) for n in sorted(table.get('n_high', pd.Series(dtype=float)).dropna().unique())) or '—'}"
+            " members ≥ τ), each "
             "against all non-members. ε_lb: empirical ε lower bound of the chosen attack (Clopper–Pearson "
             "95%, over its ROC); in brackets the DP accountant's ε where the defense has one."]
     for n in sorted(unmeasured):
@@ -276,7 +278,8 @@ def plot_memorisation_slices(table: pd.DataFrame) -> Figure:
     ax.set_ylim(0, 1)
     ax.set_ylabel("TPR at the chosen attack's decision")
     tau = ", ".join(f"{t:g}" for t in sorted(ok["tau"].dropna().unique())) if "tau" in ok else "—"
-    ax.set_title(f"exposure of high-memorisation members (τ = {tau})")
+    n_high = ", ".join(str(int(n)) for n in sorted(ok["n_high"].dropna().unique())) if "n_high" in ok else "—"
+    ax.set_title(f"exposure of high-memorisation members (τ = {tau}; {n_high} victim members ≥ τ)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
