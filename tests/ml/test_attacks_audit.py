@@ -273,3 +273,15 @@ def test_child_metrics_carry_chosen_attack_counts_and_skip_unmeasurable():
     assert got["chosen_balanced_acc"] == 0.6 and got["max_attack_acc"] == 0.7
     assert got["n_nonmembers"] == 634 and got["lira_eps_lb"] == 0.4 and got["epsilon"] == 3.0
     assert "lira_tpr_at_0.1fpr" not in got and "chosen_tpr_at_0.1fpr" not in got
+
+
+def test_choose_folds_caps_the_held_out_shadows():
+    """Catches choose_folds being ignored (every shadow held out regardless)."""
+    from tests.ml.test_attacks import make_data
+    from wemem.ml.attacks import shadow_folds
+
+    data = make_data(seed=4, n_target=100, n_shadow=100, n_shadows=3, n_pop=40)
+    folds = list(shadow_folds(data, 2))
+    assert len(folds) == 2 and len(list(shadow_folds(data))) == 3
+    assert folds[1].target is data.shadows[1] and folds[1].shadows == [data.shadows[0], data.shadows[2]]
+    np.testing.assert_array_equal(folds[1].reference_on_target, data.shadow_references[1][[0, 2]])

@@ -77,6 +77,7 @@ class MiaEvaluationSettings(Section):
     attack_model: AttackModelSettings = AttackModelSettings()
     roc_points: number(int, 2) = 200
     choose_by: Literal["balanced_acc", "auc", "tpr_at_1fpr"] = "balanced_acc"  # chosen_attack's criterion
+    choose_folds: number(int, 1) | None = None  # held-out shadows judged for chosen_attack (None: all)
     tau: Unit | None = None  # memorisation slices: high = score ≥ tau (None: the dataset's defense default)
     audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
 
@@ -271,7 +272,7 @@ def attack_record(
             m.update(slice_metrics(r.scores, r.predictions, member, high))
         attacks[name] = m
     chosen, selection = choose_attack(data, settings.attacks, settings.attack_settings(),
-                                      metric=settings.choose_by, **kwargs)
+                                      metric=settings.choose_by, folds=settings.choose_folds, **kwargs)
     strongest, acc = strongest_attack(attacks)
     result.update(
         train_acc=float(correct[member].mean()), test_acc=float(correct[~member].mean()),

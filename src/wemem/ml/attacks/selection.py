@@ -21,12 +21,13 @@ from .runner import run_attacks
 __all__ = ["shadow_folds", "choose_attack"]
 
 
-def shadow_folds(data: AttackData) -> Iterator[AttackData]:
-    """One :class:`AttackData` per shadow j, with shadow j as the target (see module docstring)."""
+def shadow_folds(data: AttackData, folds: int | None = None) -> Iterator[AttackData]:
+    """One :class:`AttackData` per shadow j (the first ``folds`` shadows; None: all), with shadow
+    j as the target (see module docstring)."""
     k = len(data.shadows)
     if k < 2 or data.shadow_references is None:
         return
-    for j in range(k):
+    for j in range(k if folds is None else min(k, int(folds))):
         others = [i for i in range(k) if i != j]
         yield AttackData(
             target=data.shadows[j],
@@ -40,13 +41,16 @@ def shadow_folds(data: AttackData) -> Iterator[AttackData]:
 
 def choose_attack(
     data: AttackData, attacks: Sequence[str], settings: Mapping[str, Any] | None = None, *,
-    metric: str = "balanced_acc", training: Any = None, device: str = "cpu", seed: int = 0,
+    metric: str = "balanced_acc", folds: int | None = None, training: Any = None, device: str = "cpu",
+    seed: int = 0,
 ) -> tuple[str, dict[str, float]]:
-    """The attack with the highest mean ``metric`` over the leave-one-shadow-out folds (the first
-    in ``attacks`` on ties) and every attack's mean; ``("", {})`` with fewer than two shadows or
-    without shadow references. NaN fold values (e.g. a TPR not measurable) are skipped."""
+    """The attack with the highest mean ``metric`` over the leave-one-shadow-out folds (at most
+    ``folds`` of them; the first in ``attacks`` on ties) and every attack's mean; ``("", {})``
+    with fewer than two shadows or without shadow references. NaN fold values (e.g. a TPR not
+    measurable) are skipped. Cost: each fold runs every attack once (classifier attacks train on
+    the other shadows), so all k folds cost about k − 1 times the victim's attacks."""
     per_attack: dict[str, list[float]] = {a: [] for a in attacks}
-    for fold in shadow_folds(data):
+    for fold in shadow_folds(data, folds):
         for name, result in run_attacks(fold, attacks, settings, training=training, device=device, seed=seed).items():
             per_attack[name].append(float(result.metrics[metric]))
     means = {a: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
