@@ -291,11 +291,12 @@ class MlflowTrackingHook:
         params = [Param(k, v) for k, v in child_params(result, self.seed).items()]
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in child_metrics(result).items()]
-        fig = plot_roc_curves({result["namespace"]: result["roc"]}) if result.get("roc") else None
         rid = self._call(self.client.create_run, self.exp_id, run_name=result["namespace"], tags=tags).info.run_id
         self._call(self.client.log_batch, rid, metrics=metrics, params=params)
-        if fig is not None:
-            self._call(self.client.log_figure, rid, fig, "roc_curves.png")
+        if result.get("roc"):
+            floors = {result["namespace"]: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
+            self._call(self.client.log_figure, rid, plot_roc_curves({result["namespace"]: result["roc"]}, floors),
+                       "roc_curves.png")
         self._call(self.client.set_terminated, rid, "FINISHED" if ok else "FAILED")
 
     def _log_artifact(self, name: str, value: Any) -> None:

@@ -41,9 +41,15 @@ def test_default_run_writes_table_and_plots(default_run):
     assert pruned["final_sparsity"].between(0.59, 0.61).all()
     assert (pruned["finetune_seconds"] > 0).all()
     assert table.loc[table["defense"] == "dpsgd", "epsilon"].gt(0).all()
+    assert table["chosen_attack"].isin(list(ATTACKS)).all()
+    assert (table["chosen_acc"] <= table["max_attack_acc"]).all()  # the max is an upper bound
+    assert (table["n_nonmembers"] > 0).all() and table["tau"].eq(0.6).all()
+    small = table["n_nonmembers"] < 1000  # no 0.1% figure without 1,000 non-members
+    assert table.loc[small, [f"{a}_tpr_at_0.1fpr" for a in ATTACKS]].isna().all().all()
     markdown = _latest(reporting / "defense_comparison.md").read_text()
-    assert "| Data & Model |" in markdown and "rsw" in markdown
-    for plot in ("privacy_utility.png", "roc_curves.png"):
+    assert "| Data & Model |" in markdown and "rsw" in markdown and "Chosen attack" in markdown
+    assert not small.any() or "n/m¹" in markdown
+    for plot in ("privacy_utility.png", "roc_curves.png", "memorisation_slices.png"):
         assert _latest(reporting / plot).stat().st_size > 10_000
 
 
@@ -65,12 +71,18 @@ def test_mlflow_child_runs_hold_params_and_metrics(default_run):
     assert float(rsw.params["sparsity"]) == 0.6
     assert rsw.params["defense"] == "rsw"
     assert rsw.params["defense.w"] == "12" and rsw.params["defense.order"] == "l2h"
-    for key in ("test_acc", "max_attack_acc", "finetune_seconds"):
+    for key in ("test_acc", "max_attack_acc", "finetune_seconds", "n_members", "n_nonmembers",
+                "chosen_balanced_acc", "chosen_eps_lb", "chosen_tpr_high", "chosen_tpr_low"):
         assert key in rsw.metrics
+    assert rsw.params["chosen_attack"] in list(ATTACKS)
+    # 0.1% FPR is below the 1/n_nonmembers resolution on mnist1d (< 1,000 non-members): not logged
+    measurable_01 = rsw.metrics["n_nonmembers"] >= 1000
     for attack in ATTACKS:
-        for metric in ("balanced_acc", "auc", "tpr_at_1fpr", "tpr_at_0.1fpr"):
+        for metric in ("balanced_acc", "auc", "tpr_at_1fpr", "eps_lb", "tpr_high", "tpr_low"):
             assert f"{attack}_{metric}" in rsw.metrics
-    assert "epsilon" in by_name["l1_unstructured_s60.dpsgd"].data.metrics
+        assert (f"{attack}_tpr_at_0.1fpr" in rsw.metrics) == measurable_01
+    dp = by_name["l1_unstructured_s60.dpsgd"].data.metrics
+    assert "epsilon" in dp and 0 <= dp["chosen_eps_lb"] <= dp["epsilon"]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"privacy_utility_plot.png", "roc_curves_plot.png", "defense_comparison.csv"} <= artifacts
 

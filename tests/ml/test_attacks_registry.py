@@ -118,10 +118,12 @@ def test_strongest_attack_and_thinned_roc():
 
 
 def _outputs(data):
-    out = {"population/labels": data.population_labels, "victim/population_probs": data.target_on_population,
+    out = {"population/labels": data.population_labels, "victim/population_logits": data.target_on_population,
            "reference/on_target": data.reference_on_target, "reference/on_population": data.reference_on_population}
     for role, o in [("victim", data.target)] + [(f"shadow_{i}", s) for i, s in enumerate(data.shadows)]:
-        out.update({f"{role}/probs": o.probs, f"{role}/labels": o.labels, f"{role}/member": o.member,
+        if role != "victim":
+            out[f"{role}/reference_logits"] = data.shadow_references[int(role.split("_")[1])]
+        out.update({f"{role}/logits": o.logits, f"{role}/labels": o.labels, f"{role}/member": o.member,
                     f"{role}/sensitivity": o.sensitivity})
     return out
 
@@ -129,7 +131,7 @@ def _outputs(data):
 def test_attack_record_keys_and_failed_combination():
     data = make_data(seed=10, n_target=300, n_shadow=200, n_shadows=2, n_pop=80)
     outputs = _outputs(data)
-    assert attack_data(outputs).shadows[1].probs is data.shadows[1].probs
+    assert attack_data(outputs).shadows[1].logits is data.shadows[1].logits
     combo = Combo("l1_unstructured", 0.6, "rsw")
     log = {"meta": {"status": "ok", "defense": "rsw", "settings": {"w": 3, "tau": 0.6}},
            "models": {"victim": {"finetune_seconds": 1.5, "final_global_sparsity": 0.6}}}
@@ -137,8 +139,11 @@ def test_attack_record_keys_and_failed_combination():
     record = attack_record(combo, outputs, log, dataset="mnist1d", model="column_fc", settings=settings,
                            seed=0, device="cpu")
     assert list(record) == ["namespace", "method", "sparsity", "variant", "one_shot", "dataset", "model", "status",
-                            "defense", "settings", "settings_text", "train_acc", "test_acc", "finetune_seconds",
-                            "final_sparsity", "epsilon", "attacks", "roc"]
+                            "defense", "settings", "settings_text", "train_acc", "test_acc", "n_members",
+                            "n_nonmembers", "finetune_seconds", "final_sparsity", "epsilon", "delta", "tau", "n_high",
+                            "attacks", "chosen_attack", "selection", "strongest_attack", "roc"]
+    assert (record["n_members"], record["n_nonmembers"]) == (180, 120)
+    assert record["chosen_attack"] in ("hconf", "lira", "rmia") and set(record["selection"]) == {"hconf", "lira", "rmia"}
     assert record["model"] == "column_fc" and record["settings_text"] == "tau=0.6; w=3"
     assert list(record["attacks"]) == list(record["roc"]) == ["hconf", "lira", "rmia"]
     failed = attack_record(combo, {FAILED: np.array([1])}, {"meta": {"status": "failed", "error": "boom"}},

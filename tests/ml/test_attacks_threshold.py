@@ -137,5 +137,6 @@ def test_entropy_and_modified_entropy_by_hand():
     assert modified_entropy(p, y1)[0] == pytest.approx(want1)
     assert modified_entropy(p, y1)[1] > 15  # confident and wrong
     np.testing.assert_allclose(true_class_prob(p, y), [0.5, 1.0, 1 / 3])
-    np.testing.assert_allclose(logit_confidence(p, y)[[0, 2]], [0.0, ln(0.5)], atol=1e-12)
-    assert np.isfinite(logit_confidence(p, y)).all()
+    # logit confidence takes logits: log p gives back log(p_y / (1 - p_y)) exactly
+    np.testing.assert_allclose(logit_confidence(ln(p[[0, 2]]), y[[0, 2]]), [0.0, ln(0.5)], atol=1e-12)
+    assert np.isfinite(logit_confidence(np.array([[200.0, -200.0, 0.0]]), np.array([0]))).all()

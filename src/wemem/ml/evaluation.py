@@ -4,18 +4,20 @@ the model outputs every attack needs, and the attack record that the reports and
 * :class:`MiaEvaluationSettings`: which attacks run, the classifier family's training settings
   (``attack_model``), each attack's own settings under its name (validated by the schema it
   registered in :data:`wemem.ml.attacks.ATTACKS`) and the ROC points a record keeps.
-* :func:`model_outputs`: every model of the combination on its own members and non-members
-  (with SAMIA's sensitivity signal), the shadows on the victim's samples, and the victim and
-  the shadows on population samples.
+* :func:`model_outputs`: float32 logits of every model of the combination on its own members
+  and non-members (with SAMIA's sensitivity signal), the shadows on the victim's and on each
+  other's samples, the victim and the shadows on population samples, and the memorisation
+  scores of the victim's members.
 * :func:`attack_record`: runs the attacks on those outputs and returns the ``attack_results``
-  record (identity, accuracy, cost, every attack's metrics and thinned ROC curve).
+  record (identity, accuracy, sample counts, cost, every attack's metrics with its empirical ε
+  and memorisation slices, the attack chosen on the shadows, thinned ROC curves).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,15 +30,18 @@ from .attacks import (
     AttackModelSettings,
     ModelOutputs,
     SamiaSettings,
+    choose_attack,
     compute_sensitivity,
+    epsilon_lower_bound,
     run_attacks,
+    slice_metrics,
     strongest_attack,
     thinned_roc,
 )
-from .experiment import iter_roles, load_models
+from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
-from .schema import Section, choice, closest, fail, number
-from .train import predict_proba, resolve_device
+from .schema import Fraction, Section, Unit, choice, closest, fail, number
+from .train import predict_logits, resolve_device
 
 __all__ = ["MiaEvaluationSettings", "model_outputs", "attack_data", "attack_record"]
 
@@ -71,6 +76,10 @@ class MiaEvaluationSettings(Section):
     attacks: list[choice("attack", ATTACKS)]
     attack_model: AttackModelSettings = AttackModelSettings()
     roc_points: number(int, 2) = 200
+    choose_by: Literal["balanced_acc", "auc", "tpr_at_1fpr"] = "balanced_acc"  # chosen_attack's criterion
+    choose_folds: number(int, 1) | None = None  # held-out shadows judged for chosen_attack (None: all)
+    tau: Unit | None = None  # memorisation slices: high = score ≥ tau (None: the dataset's defense default)
+    audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -122,6 +131,11 @@ def _as_input(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
 
 
+def _logits(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """float32 logits computed in float32 (no autocast, even where training used bf16)."""
+    return predict_logits(net, x, amp=False).float().cpu().numpy()
+
+
 def model_outputs(
     payload: dict[str, Any],
     arrays: dict[str, np.ndarray],
@@ -131,59 +145,77 @@ def model_outputs(
     sensitivity: SamiaSettings,
     seed: int,
     device: str | torch.device,
+    memscores: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Softmax outputs every attack needs, for one combination's saved ``model`` modules.
+    """float32 logits every attack needs, for one combination's saved ``model`` modules.
 
     Each model on its own members (train) and non-members (test), with the SAMIA sensitivity
     (``sensitivity.n_draws`` perturbations of size ``sensitivity.eps``, seeded with ``seed``);
-    every shadow (a reference OUT model) on the victim's samples; the victim and the shadows on
-    population samples (the victim's dev set, never used for scoring). A payload whose
-    fine-tuning failed gives ``{"failed": [1]}``.
+    every shadow (a reference OUT model) on the victim's samples and on every shadow's samples
+    (to choose an attack on the shadows); the victim and the shadows on population samples (the
+    victim's dev set, never used for scoring). ``memscores`` (a table ``index, score`` by
+    train-pool position, e.g. the h2l rankings) gives ``victim/memscore``: the score of victim
+    member i (the order of ``splits["victim/train"]``). A payload whose fine-tuning failed gives
+    ``{"failed": [1]}``.
     """
     if payload["meta"].get("status", "ok") != "ok":
         return {FAILED: np.array([1])}
     dev = resolve_device(device)
     nets = load_models(payload, model, info, dev)
     out: dict[str, np.ndarray] = {}
-    target = None
+    samples: dict[str, torch.Tensor] = {}
+    population = None
     for role in iter_roles(arrays, splits, dev):
         net = nets[role.name]
         x = torch.cat([role.train[0], role.test[0]])
         y = torch.cat([role.train[1], role.test[1]])
         member = np.r_[np.ones(len(role.train[1]), bool), np.zeros(len(role.test[1]), bool)]
-        out[f"{role.name}/probs"] = predict_proba(net, x).cpu().numpy()
+        samples[role.name] = x
+        out[f"{role.name}/logits"] = _logits(net, x)
         out[f"{role.name}/labels"] = y.cpu().numpy()
         out[f"{role.name}/member"] = member
         out[f"{role.name}/sensitivity"] = compute_sensitivity(
             net, _as_input(x), n_draws=sensitivity.n_draws, eps=sensitivity.eps, seed=int(seed)
         ).cpu().numpy()
         if role.name == "victim":
-            target = (x, role.dev[0])
+            population = role.dev[0]
             out["population/labels"] = role.dev[1].cpu().numpy()
-            out["victim/population_probs"] = predict_proba(net, role.dev[0]).cpu().numpy()
+            out["victim/population_logits"] = _logits(net, population)
+            if memscores is not None:
+                table = memscores[memscores["order"] == "h2l"] if "order" in memscores else memscores
+                out["victim/memscore"] = role_scores(table[["index", "score"]], splits, role.train_rows)
     shadows = [n for n in nets if n != "victim"]
-    out["reference/on_target"] = np.stack([predict_proba(nets[s], target[0]).cpu().numpy() for s in shadows])
-    out["reference/on_population"] = np.stack([predict_proba(nets[s], target[1]).cpu().numpy() for s in shadows])
+    out["reference/on_target"] = np.stack([_logits(nets[s], samples["victim"]) for s in shadows])
+    out["reference/on_population"] = np.stack([_logits(nets[s], population) for s in shadows])
+    if len(shadows) >= 2:
+        for j in shadows:
+            out[f"{j}/reference_logits"] = np.stack([_logits(nets[s], samples[j]) for s in shadows])
     return out
 
 
 def _outputs(out: Mapping[str, np.ndarray], role: str) -> ModelOutputs:
     return ModelOutputs(
-        probs=out[f"{role}/probs"], labels=out[f"{role}/labels"], member=out[f"{role}/member"].astype(bool),
+        logits=out[f"{role}/logits"], labels=out[f"{role}/labels"], member=out[f"{role}/member"].astype(bool),
         sensitivity=out.get(f"{role}/sensitivity"),
     )
 
 
 def attack_data(outputs: Mapping[str, np.ndarray]) -> AttackData:
     """The :class:`AttackData` of stored model outputs (see :func:`model_outputs`)."""
+    if "victim/logits" not in outputs:
+        raise ValueError(
+            "model_outputs holds no 'victim/logits' (an artefact from before outputs were stored as "
+            "logits, or not made by wemem.ml.evaluation.model_outputs); re-run the compute_model_outputs nodes")
     shadows = sorted({k.split("/")[0] for k in outputs if k.startswith("shadow_")}, key=lambda s: int(s.split("_")[1]))
+    refs = [outputs.get(f"{s}/reference_logits") for s in shadows]
     return AttackData(
         target=_outputs(outputs, "victim"),
         shadows=[_outputs(outputs, s) for s in shadows],
         reference_on_target=outputs["reference/on_target"],
-        target_on_population=outputs["victim/population_probs"],
+        target_on_population=outputs["victim/population_logits"],
         reference_on_population=outputs["reference/on_population"],
         population_labels=outputs["population/labels"],
+        shadow_references=refs if all(r is not None for r in refs) else None,
     )
 
 
@@ -203,13 +235,18 @@ def attack_record(
     settings: MiaEvaluationSettings,
     seed: int,
     device: str | torch.device,
+    tau: float | None = None,
 ) -> dict[str, Any]:
     """Calibrates/trains each chosen attack on the shadows, scores the victim (SPEC §8) and
     returns the combination's record: its identity (``combo``, ``dataset``, ``model``, defense
-    and settings), status, the victim's accuracies, fine-tuning cost, what τ selected
-    (:data:`RISK_RECORD`, rmr/swmr), every attack's metrics and its ROC curve thinned to
-    ``settings.roc_points``. A combination whose fine-tuning failed gets ``status: failed``, its
-    error and no attacks."""
+    and settings), status, the victim's accuracies and sample counts (``n_members``,
+    ``n_nonmembers``), fine-tuning cost and accountant ε, what τ selected
+    (:data:`RISK_RECORD`, rmr/swmr), every attack's metrics (with its
+    empirical ε lower bound ``eps_lb`` and, given the victim's memorisation scores, its
+    high/low-memorisation slices at ``settings.tau`` or else ``tau``), the attack chosen on the
+    shadows (``chosen_attack``, ``selection``: each attack's mean over the folds), the strongest
+    on the victim (an upper bound) and every ROC curve thinned to ``settings.roc_points``. A
+    combination whose fine-tuning failed gets ``status: failed``, its error and no attacks."""
     meta = finetune_log.get("meta", {})
     victim_log = finetune_log.get("models", finetune_log).get("victim", {})
     result: dict[str, Any] = {
@@ -223,20 +260,39 @@ def attack_record(
         log.warning("%s: fine-tuning failed, no attacks run (%s)", combo.namespace, result["error"])
         return result
     data = attack_data(outputs)
-    results = run_attacks(data, settings.attacks, settings.attack_settings(), training=settings.attack_model,
-                          device=str(resolve_device(device)), seed=int(seed))
+    kwargs = {"training": settings.attack_model, "device": str(resolve_device(device)), "seed": int(seed)}
+    results = run_attacks(data, settings.attacks, settings.attack_settings(), **kwargs)
     member = data.target.member
-    correct = data.target.probs.argmax(1) == data.target.labels
+    correct = data.target.logits.argmax(1) == data.target.labels
+    delta = victim_log.get("delta") or settings.audit_delta
+    tau = settings.tau if settings.tau is not None else tau
+    high = None
+    if "victim/memscore" in outputs and tau is not None:
+        high = np.zeros(member.shape, bool)
+        high[member] = np.asarray(outputs["victim/memscore"], dtype=np.float64) >= tau
+    attacks = {}
+    for name, r in results.items():
+        m = {k: float(v) for k, v in r.metrics.items()}
+        m["eps_lb"] = epsilon_lower_bound(r.scores, member, delta)
+        if high is not None:
+            m.update(slice_metrics(r.scores, r.predictions, member, high))
+        attacks[name] = m
+    chosen, selection = choose_attack(data, settings.attacks, settings.attack_settings(),
+                                      metric=settings.choose_by, folds=settings.choose_folds, **kwargs)
+    strongest, acc = strongest_attack(attacks)
     result.update(
         train_acc=float(correct[member].mean()), test_acc=float(correct[~member].mean()),
+        n_members=int(member.sum()), n_nonmembers=int((~member).sum()),
         finetune_seconds=victim_log.get("finetune_seconds", victim_log.get("seconds")),
         final_sparsity=victim_log.get("final_global_sparsity", 0.0),
-        epsilon=victim_log.get("epsilon"),
+        epsilon=victim_log.get("epsilon"), delta=float(delta), tau=tau,
         # what τ selected for the victim (rmr, swmr; absent for the other defenses)
         **{k: victim_log[src] for k, src in RISK_RECORD.items() if victim_log.get(src) is not None},
-        attacks={name: {k: float(v) for k, v in r.metrics.items()} for name, r in results.items()},
+        n_high=int(high.sum()) if high is not None else None,
+        attacks=attacks, chosen_attack=chosen, selection=selection, strongest_attack=strongest,
     )
     result["roc"] = {name: thinned_roc(r.scores, member, settings.roc_points) for name, r in results.items()}
-    name, acc = strongest_attack(result["attacks"])
-    log.info("%s: victim test acc %.3f, strongest attack %s %.3f", combo.namespace, result["test_acc"], name, acc)
+    log.info("%s: victim test acc %.3f, chosen attack %s %.3f (strongest %s %.3f)", combo.namespace,
+             result["test_acc"], chosen or "—", attacks[chosen]["balanced_acc"] if chosen else float("nan"),
+             strongest, acc)
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,9 @@ __all__ = [
     "time_cost_table",
     "plot_privacy_utility",
     "plot_roc_curves",
+    "plot_memorisation_slices",
     "roc_curves_by_combination",
+    "roc_floors",
 ]
 
 
@@ -63,8 +65,17 @@ def plot_score_distribution(
     return fig
 
 
+ATTACK_COLUMNS = ("balanced_acc", "auc", "tpr_at_1fpr", "tpr_at_0.1fpr", "eps_lb")
+SLICE_COLUMNS = ("tpr_high", "tpr_low", "auc_high", "auc_low", "fpr_decision")
+_CSV_NAME = {"balanced_acc": "acc"}
+
+
 def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
-    """One row of the comparison table from one combination's attack results."""
+    """One row of the comparison table from one combination's attack results: every attack's
+    metrics (a TPR that is not measurable at the victim's 1/n_nonmembers resolution stays NaN),
+    the attack chosen on the shadows with its victim metrics and memorisation slices
+    (``chosen_*``, the headline) and the max over attacks on the victim (``max_attack_acc``: an
+    upper bound, chosen with the victim's labels)."""
     row = {
         "dataset": result["dataset"],
         "model": result["model"],
@@ -74,13 +85,19 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
         "status": result.get("status", "ok"),
         "test_acc": result.get("test_acc", np.nan),
         "train_acc": result.get("train_acc", np.nan),
+        "n_members": result.get("n_members", np.nan),
+        "n_nonmembers": result.get("n_nonmembers", np.nan),
     }
     metrics = result.get("attacks", {})
     for name, m in metrics.items():
-        row[f"{name}_acc"] = m["balanced_acc"]
-        row[f"{name}_auc"] = m["auc"]
-        row[f"{name}_tpr_at_1fpr"] = m["tpr_at_1fpr"]
-        row[f"{name}_tpr_at_0.1fpr"] = m["tpr_at_0.1fpr"]
+        for k in ATTACK_COLUMNS:
+            row[f"{name}_{_CSV_NAME.get(k, k)}"] = m.get(k, np.nan)
+    chosen = result.get("chosen_attack") or ""
+    row["chosen_attack"] = chosen
+    for k in ATTACK_COLUMNS + SLICE_COLUMNS:
+        row[f"chosen_{_CSV_NAME.get(k, k)}"] = metrics[chosen].get(k, np.nan) if chosen in metrics else np.nan
+    row["tau"] = result.get("tau", np.nan)
+    row["n_high"] = result.get("n_high", np.nan)
     strongest, row["max_attack_acc"] = strongest_attack(metrics)
     row["strongest_attack"] = strongest
     metric_accs = [metrics[a]["balanced_acc"] for a, e in ATTACKS.items() if e.family == "metric" and a in metrics]
@@ -90,6 +107,7 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
     row["epsilon"] = result.get("epsilon", np.nan)
     for key in ("risky_fraction", "n_risky", "tau_threshold"):  # what τ selected (rmr, swmr)
         row[key] = result.get(key, np.nan)
+    row["delta"] = result.get("delta", np.nan)
     row["settings"] = result.get("settings_text", "")
     if result.get("error"):
         row["error"] = result["error"]
@@ -106,25 +124,69 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return table.drop(columns="_o").reset_index(drop=True)
 
 
-def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
-    """The table laid out like the paper's: test accuracy, then each attack's accuracy (%)."""
-    head = ["Data & Model", "Pruning", "Defense", "Test Acc (%)"] + [ATTACKS.label(a) for a in attacks] + ["Max", "FT time (s)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
 
-    def pct(v: Any) -> str:
-        return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * float(v):.2f}"
+
+def _pct(v: Any) -> str:
+    return "—" if _missing(v) else f"{100 * float(v):.2f}"
+
+
+def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
+    """The table laid out like the paper's (test accuracy, then each attack's accuracy, %), then
+    the headline: the attack chosen on the shadows with its victim AUC, TPR at 1% and 0.1% FPR
+    (marked not measurable below the 1/n_nonmembers resolution), TPR on high/low-memorisation
+    members, the empirical ε lower bound next to the accountant's ε; the max over attacks last,
+    as an upper bound."""
+    head = (["Data & Model", "Pruning", "Defense", "Test Acc (%)"] + [ATTACKS.label(a) for a in attacks]
+            + ["Chosen attack", "Acc (%)", "AUC (%)", "TPR@1%FPR (%)", "TPR@0.1%FPR (%)",
+               "TPR high/low mem (%)", "ε_lb (accountant ε)", "Max (upper bound)", "FT time (s)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    unmeasured: set[int] = set()
+
+    def tpr(r: Any, key: str, level: float) -> str:
+        n_non = r.get("n_nonmembers")
+        if _missing(r.get(key)) and not _missing(n_non) and r.get("chosen_attack") and level * float(n_non) < 1:
+            unmeasured.add(int(n_non))
+            return "n/m¹"
+        return _pct(r.get(key))
 
     for _, r in table.iterrows():
         pruning = "—" if r["pruning_method"] == "none" else f"{r['pruning_method']} @ {float(r['sparsity']):.0%}"
         defense = r["defense"] if r.get("status", "ok") == "ok" else f"{r['defense']} (FAILED)"
-        cells = [f"{r['dataset']} {r['model']}", pruning, defense, pct(r["test_acc"])]
-        cells += [pct(r.get(f"{a}_acc")) for a in attacks]
+        cells = [f"{r['dataset']} {r['model']}", pruning, defense, _pct(r["test_acc"])]
+        cells += [_pct(r.get(f"{a}_acc")) for a in attacks]
+        chosen = r.get("chosen_attack") or ""
+        eps_lb, eps = r.get("chosen_eps_lb"), r.get("epsilon")
+        cells += [ATTACKS.label(chosen) if chosen else "—²", _pct(r.get("chosen_acc")), _pct(r.get("chosen_auc")),
+                  tpr(r, "chosen_tpr_at_1fpr", 0.01), tpr(r, "chosen_tpr_at_0.1fpr", 0.001),
+                  f"{_pct(r.get('chosen_tpr_high'))} / {_pct(r.get('chosen_tpr_low'))}",
+                  ("—" if _missing(eps_lb) else f"{float(eps_lb):.2f}") + ("" if _missing(eps) else f" ({float(eps):.2f})")]
         ft = r.get("finetune_seconds")
-        cells += [pct(r["max_attack_acc"]), "—" if ft is None or np.isnan(ft) else f"{ft:.1f}"]
+        strongest = r.get("strongest_attack") or ""
+        cells += [_pct(r["max_attack_acc"]) + (f" ({ATTACKS.label(strongest)})" if strongest else ""),
+                  "—" if _missing(ft) else f"{ft:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    note = ("\nAttack accuracy is balanced accuracy ½(TPR+TNR) on the victim's members vs non-members; "
-            "all attacks are adaptive (calibrated on shadows pruned and defended like the victim).\n")
-    return "\n".join(lines) + "\n" + note
+    taus = sorted({float(t) for t in table.get("tau", pd.Series(dtype=float)) if not _missing(t)})
+    note = ["", "Attack accuracy is balanced accuracy ½(TPR+TNR) on the victim's members vs non-members; "
+            "all attacks are adaptive (calibrated on shadows pruned and defended like the victim).",
+            "Chosen attack: the attack an adversary would pick, the best by mean "
+            "balanced accuracy over leave-one-shadow-out folds on the shadow models (no victim labels); its "
+            "columns are its metrics on the victim. Max: the best attack picked with the victim's labels, an "
+            "upper bound biased upwards.",
+            "TPR high/low mem: the chosen attack's TPR at its decision threshold on the victim's members "
+            f"with memorisation score ≥ τ / < τ (τ = {', '.join(f'{t:g}' for t in taus) or '—'}; "
+            f"{', '.join(str(int(n)) for n in sorted(table.get('n_high', pd.Series(dtype=float)).dropna().unique())) or '—'}"
+            " members ≥ τ), each "
+            "against all non-members. ε_lb: empirical ε lower bound of the chosen attack (Clopper–Pearson "
+            "95%, over its ROC); in brackets the DP accountant's ε where the defense has one."]
+    for n in sorted(unmeasured):
+        note.append(f"¹ n/m: not measurable: the victim has {n} non-members, so the FPR resolution is "
+                    f"1/{n} = {1 / n:.2g}; an FPR level below it cannot be measured.")
+    if (table.get("chosen_attack", pd.Series(dtype=str)).fillna("") == "").any():
+        note.append("² no chosen attack: choosing on the shadows needs at least two shadow models "
+                    "(or the combination failed).")
+    return "\n".join(lines) + "\n" + "\n".join(note) + "\n"
 
 
 def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -137,18 +199,23 @@ def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_privacy_utility(table: pd.DataFrame) -> Figure:
-    """Test accuracy against the strongest attack's accuracy, one point per defense."""
+    """Test accuracy against the chosen attack's accuracy (the headline, filled), one point per
+    defense; a hollow marker joined to it shows the max over attacks (the upper bound)."""
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
     ok = table[table["status"] == "ok"]
     for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
         label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
-        ax.scatter(group["max_attack_acc"], group["test_acc"], label=label, s=40)
-        for _, r in group.iterrows():
-            ax.annotate(r["defense"], (r["max_attack_acc"], r["test_acc"]), fontsize=8,
-                        xytext=(4, 3), textcoords="offset points")
+        x = group["chosen_acc"].where(group["chosen_acc"].notna(), group["max_attack_acc"]) \
+            if "chosen_acc" in group else group["max_attack_acc"]
+        pts = ax.scatter(x, group["test_acc"], label=label, s=40)
+        ax.scatter(group["max_attack_acc"], group["test_acc"], s=40, facecolors="none",
+                   edgecolors=pts.get_facecolor())
+        for xi, (_, r) in zip(x, group.iterrows()):
+            ax.plot([xi, r["max_attack_acc"]], [r["test_acc"]] * 2, color="grey", lw=0.6)
+            ax.annotate(r["defense"], (xi, r["test_acc"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("strongest attack accuracy (balanced) — lower is more private")
+    ax.set_xlabel("chosen attack accuracy (balanced; hollow: max over attacks, upper bound) — lower is more private")
     ax.set_ylabel("victim test accuracy — higher is more useful")
     datasets = ", ".join(sorted(ok["dataset"].unique()))
     ax.set_title(f"privacy–utility trade-off ({datasets})")
@@ -157,38 +224,50 @@ def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def _combination_label(r: dict[str, Any]) -> str:
+    return r["variant"] if r.get("method") is None else f"{r['variant']} ({r['method']} @ {r['sparsity']:.0%})"
+
+
 def roc_curves_by_combination(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The ROC curves of every evaluated combination, by a label naming its defense (and its
     pruning: ``variant (method @ sparsity)``), for :func:`plot_roc_curves`."""
-    return {
-        (r["variant"] if r.get("method") is None else f"{r['variant']} ({r['method']} @ {r['sparsity']:.0%})"): r["roc"]
-        for r in results if r.get("status") == "ok" and r.get("roc")
-    }
+    return {_combination_label(r): r["roc"] for r in results if r.get("status") == "ok" and r.get("roc")}
 
 
-def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]]) -> Figure:
+def roc_floors(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per combination label, the FPR resolution 1/n_nonmembers where its ROC axis starts."""
+    return {_combination_label(r): 1.0 / r["n_nonmembers"] for r in results
+            if r.get("status") == "ok" and r.get("roc") and r.get("n_nonmembers")}
+
+
+def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]],
+                    floors: Mapping[str, float] | None = None) -> Figure:
     """Victim ROC curves on log-log axes: one panel per defense, one line per attack.
 
     Args:
         curves: ``{defense label: {attack: {"fpr": [...], "tpr": [...]}}}``.
+        floors: per label, the FPR resolution 1/n_nonmembers: the panel's FPR axis starts there
+            (points below it, i.e. FPR 0, are drawn at it); missing: 1e-4.
     """
+    floors = floors or {}
     n = max(len(curves), 1)
     cols = min(4, n)
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(4 * cols, 3.6 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (label, attacks) in zip(axes.flat, curves.items()):
+        lo = float(floors.get(label, 1e-4))
         for attack, pts in attacks.items():
-            fpr = np.clip(np.asarray(pts["fpr"], dtype=float), 1e-5, 1)
-            tpr = np.clip(np.asarray(pts["tpr"], dtype=float), 1e-5, 1)
+            fpr = np.clip(np.asarray(pts["fpr"], dtype=float), lo, 1)
+            tpr = np.clip(np.asarray(pts["tpr"], dtype=float), lo, 1)
             ax.plot(fpr, tpr, lw=1, label=ATTACKS.label(attack))
-        ax.plot([1e-5, 1], [1e-5, 1], color="grey", lw=0.8, ls="--")
+        ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlim(1e-4, 1)
-        ax.set_ylim(1e-4, 1)
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(lo, 1)
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("FPR")
+        ax.set_xlabel(f"FPR (from 1/n_non = {lo:.2g})" if label in floors else "FPR")
         ax.set_ylabel("TPR")
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
@@ -196,4 +275,34 @@ def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]]) ->
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(10, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def plot_memorisation_slices(table: pd.DataFrame) -> Figure:
+    """Per defense (one group of bars per row), the chosen attack's TPR at its decision
+    threshold on the victim's high-memorisation members (score ≥ τ) and on the others, with the
+    decision's FPR as a line: how much the high-risk slice is exposed."""
+    ok = table[(table["status"] == "ok")] if "status" in table else table
+    if "chosen_tpr_high" in ok:
+        ok = ok[ok["chosen_tpr_high"].notna() | ok["chosen_tpr_low"].notna()]
+    fig = Figure(figsize=(max(6.0, 0.9 * len(ok) + 2), 4.5))
+    ax = fig.subplots()
+    if ok.empty:
+        ax.text(0.5, 0.5, "no memorisation slices (no chosen attack or no scores)", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    labels = [(r["defense"] if r["pruning_method"] == "none" else f"{r['defense']}\n{r['pruning_method']} @ {r['sparsity']:.0%}")
+              + f"\n({ATTACKS.label(r['chosen_attack'])})" for _, r in ok.iterrows()]
+    x = np.arange(len(ok))
+    ax.bar(x - 0.2, ok["chosen_tpr_high"], 0.4, label="members, mem-score ≥ τ", color="#c0392b")
+    ax.bar(x + 0.2, ok["chosen_tpr_low"], 0.4, label="members, mem-score < τ", color="#3b6ea5")
+    ax.scatter(x, ok["chosen_fpr_decision"], marker="_", s=400, color="black", label="FPR (non-members)", zorder=3)
+    ax.set_xticks(x, labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("TPR at the chosen attack's decision")
+    tau = ", ".join(f"{t:g}" for t in sorted(ok["tau"].dropna().unique())) if "tau" in ok else "—"
+    n_high = ", ".join(str(int(n)) for n in sorted(ok["n_high"].dropna().unique())) if "n_high" in ok else "—"
+    ax.set_title(f"exposure of high-memorisation members (τ = {tau}; {n_high} victim members ≥ τ)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig

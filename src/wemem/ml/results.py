@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["child_params", "child_metrics"]
@@ -19,6 +20,8 @@ def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
         "defense": result.get("defense"),
         "variant": result.get("variant"),
         "status": result.get("status", "ok"),
+        "chosen_attack": result.get("chosen_attack") or "",
+        "strongest_attack": result.get("strongest_attack") or "",
         "seed": seed,
     }
     params.update({f"defense.{k}": v for k, v in (result.get("settings") or {}).items()})
@@ -28,17 +31,27 @@ def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
 
 
 def child_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """MLflow metrics of one combination: accuracy, every attack's metrics, cost."""
+    """MLflow metrics of one combination: accuracy, sample counts, cost, the accountant's ε,
+    every attack's metrics (with its empirical ``eps_lb`` and memorisation slices), the chosen
+    attack's metrics again as ``chosen_<metric>`` and the max over attacks (upper bound). A value
+    that is not measurable (NaN, e.g. a TPR below the 1/n_nonmembers resolution) is left out."""
     metrics: dict[str, float] = {}
-    for key in ("test_acc", "train_acc", "finetune_seconds", "final_sparsity", "epsilon"):
-        value = result.get(key)
-        if isinstance(value, (int, float)):
-            metrics[key] = float(value)
-    accs = {}
-    for attack, m in (result.get("attacks") or {}).items():
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            metrics[key.replace("@", "_")] = float(value)
+
+    for key in ("test_acc", "train_acc", "n_members", "n_nonmembers", "n_high", "finetune_seconds",
+                "final_sparsity", "epsilon", "delta"):
+        put(key, result.get(key))
+    attacks = result.get("attacks") or {}
+    for attack, m in attacks.items():
         for k, v in m.items():
-            metrics[f"{attack}_{k}".replace("@", "_")] = float(v)
-        accs[attack] = float(m["balanced_acc"])
+            put(f"{attack}_{k}", v)
+    chosen = result.get("chosen_attack")
+    for k, v in (attacks.get(chosen) or {}).items():
+        put(f"chosen_{k}", v)
+    accs = [float(m["balanced_acc"]) for m in attacks.values()]
     if accs:
-        metrics["max_attack_acc"] = max(accs.values())
+        put("max_attack_acc", max(accs))
     return metrics

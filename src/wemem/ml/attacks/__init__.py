@@ -22,13 +22,17 @@ from .base import (
 from .calibrated import RmiaSettings
 from .classifier import AttackModelSettings, SamiaSettings
 from .metric import best_threshold, class_thresholds
-from .metrics import attack_metrics, roc_points, strongest_attack, thinned_roc
+from .audit import clopper_pearson, epsilon_lower_bound, slice_metrics
+from .metrics import FPR_LEVELS, attack_metrics, measurable, roc_points, strongest_attack, thinned_roc
 from .runner import run_attacks
+from .selection import choose_attack, shadow_folds
 from .signals import (
     compute_sensitivity,
     entropy,
     logit_confidence,
     modified_entropy,
+    softmax,
+    true_class_log_prob,
     true_class_prob,
 )
 
@@ -38,7 +42,9 @@ del _module
 
 __all__ = [
     "ATTACKS", "AttackContext", "AttackData", "AttackModelSettings", "AttackResult", "ModelOutputs",
-    "RmiaSettings", "SamiaSettings", "attack_metrics", "best_threshold", "class_thresholds",
-    "compute_sensitivity", "entropy", "logit_confidence", "modified_entropy", "pooled_shadows",
-    "roc_points", "run_attacks", "strongest_attack", "thinned_roc", "true_class_prob", "validate_attack_data",
+    "FPR_LEVELS", "RmiaSettings", "SamiaSettings", "attack_metrics", "best_threshold", "choose_attack",
+    "class_thresholds", "clopper_pearson", "compute_sensitivity", "entropy", "epsilon_lower_bound",
+    "logit_confidence", "measurable", "modified_entropy", "pooled_shadows", "roc_points", "run_attacks",
+    "shadow_folds", "slice_metrics", "softmax", "strongest_attack", "thinned_roc", "true_class_log_prob",
+    "true_class_prob", "validate_attack_data",
 ]

@@ -27,7 +27,7 @@ from scipy.stats import norm
 from ..schema import Pos, Section, Unit
 from .base import ATTACKS, AttackContext, AttackData, AttackResult, ModelOutputs, make_result
 from .metric import best_threshold
-from .signals import logit_confidence
+from .signals import logit_confidence, true_class_log_prob
 
 SIGMA_FLOOR = 1e-6
 
@@ -44,11 +44,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _true_probs(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """True-class probability for probs of shape (..., n, C), float64."""
-    p = np.asarray(probs, dtype=np.float64)
-    idx = np.broadcast_to(np.asarray(labels, dtype=np.int64)[:, None], p.shape[:-1] + (1,))
-    return np.take_along_axis(p, idx, axis=-1)[..., 0]
+def _true_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """True-class probability (float64) from logits of shape (..., n, C)."""
+    return np.exp(true_class_log_prob(logits, labels))
 
 
 # ---------------------------------------------------------------- LiRA
@@ -89,13 +87,18 @@ def rmia_scores(lr_x: np.ndarray, lr_pop: np.ndarray, gamma: float) -> np.ndarra
     return np.searchsorted(pop, np.asarray(lr_x, dtype=np.float64) / gamma, side="right") / pop.size
 
 
-def _rmia_target_scores(data: AttackData, settings: RmiaSettings) -> np.ndarray:
+def rmia_log_lr(model_logits: np.ndarray, ref_logits: np.ndarray, labels: np.ndarray, a: float) -> np.ndarray:
+    """log LR(x) = log Pr(x|θ) − log Pr(x) (offline Pr(x), :func:`rmia_pr_x`), from logits."""
+    return true_class_log_prob(model_logits, labels) - np.log(rmia_pr_x(_true_probs(ref_logits, labels), a))
+
+
+def _rmia_target(data: AttackData, settings: RmiaSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The victim's log LR(x) on the target samples and its RMIA scores (γ rule)."""
     t = data.target
-    pr_x = rmia_pr_x(_true_probs(data.reference_on_target, t.labels), settings.a)
-    lr_x = _true_probs(t.probs, t.labels) / pr_x
-    pr_z = rmia_pr_x(_true_probs(data.reference_on_population, data.population_labels), settings.a)
-    lr_z = _true_probs(data.target_on_population, data.population_labels) / pr_z
-    return rmia_scores(lr_x, lr_z, settings.gamma)
+    log_lr_x = rmia_log_lr(t.logits, data.reference_on_target, t.labels, settings.a)
+    lr_z = np.exp(rmia_log_lr(data.target_on_population, data.reference_on_population,
+                              data.population_labels, settings.a))
+    return log_lr_x, rmia_scores(np.exp(log_lr_x), lr_z, settings.gamma)
 
 
 # ---------------------------------------------------------------- calibration views
@@ -115,7 +118,7 @@ def member_quantile_map(shadow: ModelOutputs) -> Callable[[np.ndarray], np.ndarr
     """Map logit confidences of OUT samples to member-like ones: mid-rank in the shadow's
     non-member distribution → same quantile of its member distribution. None if the shadow
     lacks members or non-members."""
-    phi = logit_confidence(shadow.probs, shadow.labels)
+    phi = logit_confidence(shadow.logits, shadow.labels)
     member = np.asarray(shadow.member, dtype=bool)
     if member.all() or not member.any():
         return None
@@ -177,7 +180,7 @@ def lira_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
     t = data.target
     phi_refs = logit_confidence(data.reference_on_target, t.labels)  # (k, n)
     sigma = lira_global_sigma(phi_refs)
-    z = lira_z(logit_confidence(t.probs, t.labels), phi_refs, sigma)
+    z = lira_z(logit_confidence(t.logits, t.labels), phi_refs, sigma)
 
     pairs = []
     for v in calibration_views(data):
@@ -190,10 +193,14 @@ def lira_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
 
 @ATTACKS.register("rmia", label="RMIA", family="calibrated", settings=RmiaSettings)
 def rmia_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
-    """Offline RMIA: score(x) = fraction of population z with LR(x)/LR(z) ≥ γ."""
+    """Offline RMIA. Decision (balanced accuracy): the paper's rule, the fraction of population z
+    with LR(x)/LR(z) ≥ γ at or above the calibrated threshold. Ranking (AUC, TPR at low FPR, ROC):
+    log LR(x) itself. The fraction is a non-decreasing step function of LR(x) with only
+    |population| + 1 levels, whose ties swallow the low-FPR end of the ROC; LR(x) gives the same
+    order without those ties."""
     settings = ctx.settings if ctx.settings is not None else RmiaSettings()
     a, gamma = settings.a, settings.gamma
-    scores = _rmia_target_scores(data, settings)
+    log_lr_x, fraction = _rmia_target(data, settings)
 
     pairs = []
     for v in calibration_views(data):
@@ -204,4 +211,4 @@ def rmia_attack(data: AttackData, ctx: AttackContext) -> AttackResult:
         p_in = _sigmoid(v.to_member(logit_confidence(v.model_on_u, v.labels_u)))
         pairs.append((rmia_scores(p_in / pr_u, lr_z, gamma), rmia_scores(p_out / pr_u, lr_z, gamma)))
     threshold = _calibrated_threshold(pairs, default=0.5)
-    return make_result("rmia", scores, scores >= threshold, data)
+    return make_result("rmia", log_lr_x, fraction >= threshold, data)

@@ -1,7 +1,8 @@
-"""Per-sample membership signals computed from a model's softmax outputs.
+"""Per-sample membership signals computed from a model's outputs.
 
-Every function is vectorised over samples and takes ``probs`` of shape (n, C) and, where the
-signal depends on the label, ``labels`` of shape (n,).
+Every function is vectorised over samples and takes ``probs`` (softmax, derived from the stored
+float32 logits) or ``logits`` of shape (n, C) and, where the signal depends on the label,
+``labels`` of shape (n,). LiRA's logit confidence is computed from the logits directly.
 """
 
 from __future__ import annotations
@@ -43,18 +44,42 @@ def modified_entropy(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return terms.sum(axis=1)
 
 
-def logit_confidence(probs: np.ndarray, labels: np.ndarray, eps: float = PROB_EPS) -> np.ndarray:
-    """LiRA's logit-scaled confidence ``log(p_y / (1 - p_y))`` with ``p_y`` clipped to
-    [eps, 1 - eps] (computed in float64), shape matching ``probs[..., 0]``.
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of ``logits`` (..., C), computed in float64 (stable: the row
+    maximum is subtracted first)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
 
-    ``probs`` may carry leading model axes: (..., n, C) with ``labels`` (n,).
-    """
-    p = np.asarray(probs, dtype=np.float64)
+
+def _true_and_rest(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``z_y``, ``logsumexp_{c != y} z_c`` and ``logsumexp_c z_c`` (float64) for logits of shape
+    (..., n, C) with labels (n,)."""
+    z = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
-    idx = np.broadcast_to(labels[:, None], p.shape[:-1] + (1,))
-    py = np.take_along_axis(p, idx, axis=-1)[..., 0]
-    py = np.clip(py, eps, 1.0 - eps)
-    return np.log(py) - np.log1p(-py)
+    idx = np.broadcast_to(labels[:, None], z.shape[:-1] + (1,))
+    zy = np.take_along_axis(z, idx, axis=-1)[..., 0]
+    others = z.copy()
+    np.put_along_axis(others, idx, -np.inf, axis=-1)
+    m = z.max(axis=-1)
+    rest = m + np.log(np.exp(others - m[..., None]).sum(axis=-1))
+    total = m + np.log(np.exp(z - m[..., None]).sum(axis=-1))
+    return zy, rest, total
+
+
+def logit_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """LiRA's logit-scaled confidence ``log(p_y / (1 - p_y)) = z_y - logsumexp_{c != y} z_c``,
+    computed from the logits in float64 (no clipping: it stays resolved where the softmax
+    saturates at 1). ``logits`` may carry leading model axes: (..., n, C) with ``labels`` (n,)."""
+    zy, rest, _ = _true_and_rest(logits, labels)
+    return zy - rest
+
+
+def true_class_log_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``log p_y = z_y - logsumexp_c z_c`` (float64) for logits (..., n, C), labels (n,)."""
+    zy, _, total = _true_and_rest(logits, labels)
+    return zy - total
 
 
 @torch.no_grad()

@@ -6,15 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
 from wemem.ml.reporting import (
     comparison_markdown,
     comparison_table,
+    plot_memorisation_slices,
     plot_privacy_utility,
     plot_roc_curves,
     roc_curves_by_combination,
+    roc_floors,
     time_cost_table,
 )
 from wemem.params import DatasetSettings
@@ -26,16 +29,19 @@ def compute_model_outputs(
     models: dict[str, Any],
     arrays: dict[str, np.ndarray],
     splits: dict[str, np.ndarray],
+    rankings: pd.DataFrame,
     info: dict[str, Any],
     dataset: DatasetSettings,
     mia: MiaEvaluationSettings,
     seed: int,
     device: str,
 ) -> dict[str, np.ndarray]:
-    """Softmax outputs (and SAMIA's sensitivity) of every model of one combination; on an
-    exception, outputs that record the combination as failed (see :mod:`wemem.pipelines.isolation`)."""
+    """float32 logits (and SAMIA's sensitivity) of every model of one combination, and the
+    memorisation scores of the victim's members (from the h2l rankings); on an exception, outputs
+    that record the combination as failed (see :mod:`wemem.pipelines.isolation`)."""
     try:
-        return model_outputs(models, arrays, splits, info, dataset.model, mia.settings_of("samia"), seed, device)
+        return model_outputs(models, arrays, splits, info, dataset.model, mia.settings_of("samia"), seed, device,
+                             memscores=rankings)
     except Exception as exc:  # noqa: BLE001 - one combination's failure never stops the others
         namespace = models.get("meta", {}).get("namespace", "unpruned")
         return failed_outputs(log_failure(namespace, "model outputs", exc))
@@ -57,7 +63,7 @@ class AttackNode(NodeCallable):
         failure upstream or in the attacks gives a record with ``status: failed`` and the error."""
         def record(outputs: dict[str, np.ndarray], log: dict[str, Any]) -> dict[str, Any]:
             return attack_record(self.combo, outputs, log, dataset=info["name"], model=dataset.model,
-                                 settings=mia, seed=seed, device=device)
+                                 settings=mia, seed=seed, device=device, tau=dataset.defense_defaults.tau)
 
         def failed(error: str) -> dict[str, Any]:
             meta = {**finetune_log.get("meta", {}), "status": "failed", "error": error}
@@ -79,13 +85,16 @@ def make_attack_node(combo: Combo) -> AttackNode:
 
 def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[str, Any]:
     """The run's reports, saved as one unit (``reports``, a ReportSetDataset): the comparison
-    table (CSV and Markdown), the time-cost table, the privacy–utility scatter and the victim
-    ROC curves per defense. Failed combinations are rows with ``status: failed`` and their error."""
+    table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC
+    curves per defense (FPR axis from 1/n_nonmembers) and the chosen attack's exposure of high-
+    versus low-memorisation members per defense. Failed combinations are rows with
+    ``status: failed`` and their error."""
     table = comparison_table(results)
     return {
         "defense_comparison": table,
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
         "time_cost": time_cost_table(table),
         "privacy_utility_plot": plot_privacy_utility(table),
-        "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results)),
+        "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
+        "memorisation_slices_plot": plot_memorisation_slices(table),
     }

@@ -9,7 +9,7 @@ from wemem.ml.grid import Combo
 
 from .nodes import build_reports, compute_model_outputs, make_attack_node
 
-SHARED_INPUTS = {"dataset_arrays", "splits", "dataset_info"}
+SHARED_INPUTS = {"dataset_arrays", "splits", "rankings", "dataset_info"}
 SHARED_PARAMS = {"params:dataset_settings", "params:mia_evaluation", "params:seed", "params:device"}
 
 
@@ -20,7 +20,8 @@ def combo_pipeline(combo: Combo) -> Pipeline:
     nodes = [
         Node(
             compute_model_outputs,
-            [models, "dataset_arrays", "splits", "dataset_info", "params:dataset_settings", "params:mia_evaluation",
+            [models, "dataset_arrays", "splits", "rankings", "dataset_info", "params:dataset_settings",
+             "params:mia_evaluation",
              "params:seed", "params:device"],
             "model_outputs",
             name="compute_model_outputs",
