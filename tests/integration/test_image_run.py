@@ -3,7 +3,7 @@ all eight defenses and all ten attacks on ResNet18, at tiny sizes.
 
 This is ``kedro run --params dataset=cifar10`` with the default grid (L1 unstructured at 60%,
 the eight defenses, plus the unpruned and one-shot references: ten rows), shrunk only in data
-(120 train and 24 test images), epochs and model counts. Measured on a shared 2-core machine:
+(100 train and 20 test images), epochs and model counts. Measured on a shared 2-core machine:
 see the README's "Image experiments" section for its time.
 """
 
@@ -38,7 +38,7 @@ IMAGE_PARAMS = {
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("image_run"))
-    make_cifar10(project / "data" / "01_raw" / "cifar10", n_per_batch=24)  # 5×24 train, 24 test
+    make_cifar10(project / "data" / "01_raw" / "cifar10", n_per_batch=20)  # 5×20 train, 20 test
     run_session(project, runtime_params=copy.deepcopy(IMAGE_PARAMS))
     return project
 
