@@ -9,7 +9,6 @@ half a channel), and the model's global sparsity is the weight-averaged layer sp
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
