@@ -17,6 +17,11 @@ Design, and why:
   the weights' device; a new mask is the old mask AND the step mask, so pruned weights never
   come back. Fine-tuning strategies re-apply the masks after every optimiser step (Adam
   momentum and DP-SGD noise would refill the zeros otherwise).
+- *a structured unit is removed whole*: the structured methods also mask the pruned unit's
+  bias (key ``"<layer>.bias"``) and the weight and bias of the BatchNorm that directly follows
+  the layer (keys ``"<bn>.weight"``, ``"<bn>.bias"``; found by :mod:`wemem.ml.channels`), so a
+  pruned channel is exactly zero after normalisation. A mask key is therefore a module name
+  (its ``weight``) or a parameter name; sparsity is still counted over the prunable weights.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from wemem.ml.channels import following_batchnorms
 from wemem.ml.models import prunable_modules
 from wemem.ml.registry import Registry
 
@@ -39,6 +45,7 @@ __all__ = [
     "masks_from_zeros",
     "prune_step",
     "apply_masks",
+    "masked_parameters",
     "layer_sparsity",
     "global_sparsity",
     "mask_sparsity",
@@ -46,6 +53,8 @@ __all__ = [
 ]
 
 Masks = dict[str, torch.Tensor]
+"""``{module name: bool mask of its weight}``, plus ``{parameter name: bool mask}`` for the
+biases and BatchNorm parameters that structured pruning removes with a channel."""
 
 PRUNING_METHODS = Registry("pruning method")
 """name → a function ``(module, amount)`` that prunes ``amount`` more units of ``module.weight``
@@ -122,14 +131,18 @@ def prune_step(model: nn.Module, masks: Masks | None, method: str, target: float
             rows/channels (structured) that is pruned after this step.
 
     Returns:
-        The new masks ``{module name: bool tensor}`` (old mask AND this step's mask).
+        The new masks ``{module name: bool tensor}`` (old mask AND this step's mask); the
+        structured methods add the masks of the pruned units' biases and BatchNorms.
     """
     entry = PRUNING_METHODS[method]
     target = _check_sparsity("target", target)
     masks = dict(masks) if masks is not None else full_masks(model)
     structured = bool(entry.extra["structured"])
-    new_masks: Masks = {}
-    for name, module in prunable_modules(model):
+    layers = prunable_modules(model)
+    layer_names = {name for name, _ in layers}
+    # bias / BatchNorm masks of units pruned earlier stay in force (pruned units never return)
+    new_masks: Masks = {k: v for k, v in masks.items() if k not in layer_names}
+    for name, module in layers:
         weight = module.weight
         old = masks.get(name)
         if old is None:
@@ -148,18 +161,66 @@ def prune_step(model: nn.Module, masks: Masks | None, method: str, target: float
         step_mask = module.weight_mask.detach().to(torch.bool)
         prune.remove(module, "weight")  # weights now hold real zeros, no hooks left
         new_masks[name] = old & step_mask
+    if structured:
+        for key, keep in _unit_masks(model, new_masks).items():
+            new_masks[key] = new_masks[key].to(keep.device) & keep if key in new_masks else keep
     apply_masks(model, new_masks)
     return new_masks
+
+
+def _unit_masks(model: nn.Module, masks: Masks) -> Masks:
+    """Masks of the biases and following BatchNorm parameters of the structurally pruned units."""
+    modules = dict(model.named_modules())
+    names = [name for name, _ in prunable_modules(model)]
+    norms = following_batchnorms(model, names)
+    out: Masks = {}
+    for name in names:
+        mask = masks[name]
+        keep = mask.reshape(mask.shape[0], -1).any(dim=1)
+        if bool(keep.all()):
+            continue
+        if getattr(modules[name], "bias", None) is not None:
+            out[f"{name}.bias"] = keep
+        if name in norms:
+            out[f"{norms[name]}.weight"] = keep
+            out[f"{norms[name]}.bias"] = keep
+    return out
+
+
+def masked_parameters(model: nn.Module, masks: Masks | None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """``(key, parameter, bool mask on the parameter's device)`` for every mask entry.
+
+    A key names a module (its ``weight`` is masked) or a parameter (``"bn1.bias"``).
+
+    Raises:
+        ValueError: a key matches neither, or a mask's shape differs from its parameter's.
+    """
+    if not masks:
+        return []
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    out = []
+    for key, mask in masks.items():
+        if key in modules and isinstance(getattr(modules[key], "weight", None), torch.Tensor):
+            param = modules[key].weight
+        elif key in params:
+            param = params[key]
+        else:
+            raise ValueError(
+                f"mask for {key!r} matches no module or parameter of {type(model).__name__}; "
+                "masks must come from pruning this architecture"
+            )
+        if mask.shape != param.shape:
+            raise ValueError(f"mask of {key} has shape {tuple(mask.shape)}, the parameter {tuple(param.shape)}")
+        out.append((key, param, mask.to(device=param.device, dtype=torch.bool)))
+    return out
 
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Masks | None) -> None:
     """Zeroes the masked-out weights of ``model`` in place (no autograd)."""
-    if not masks:
-        return
-    modules = dict(model.named_modules())
-    for name, mask in masks.items():
-        modules[name].weight.mul_(mask)
+    for _, param, mask in masked_parameters(model, masks):
+        param.mul_(mask)
 
 
 @torch.no_grad()

@@ -6,6 +6,10 @@
 
 Normalisation constants (``mean``/``std``) are per channel on the ``pixel / 255`` scale, computed
 from the train part only.
+
+Every image loader takes ``train_per_class`` / ``test_per_class`` (keep that many images of each
+class in that part, drawn without replacement with ``default_rng(seed)``; a class with fewer
+keeps all of them; ``None`` keeps everything): a class-balanced subset for CPU-scale runs.
 """
 
 from __future__ import annotations
@@ -154,7 +158,22 @@ def _image_dataset(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: 
                       test_mask=mask)
 
 
-def _load_cifar(name: str, raw_dir: str | Path, download: bool) -> RawDataset:
+def balanced_subset(labels: np.ndarray, per_class: int | None, rng: np.random.Generator, what: str,
+                    name: str) -> np.ndarray:
+    """Sorted indices of ``per_class`` random samples of every class (all when fewer)."""
+    if per_class is None:
+        return np.arange(labels.shape[0])
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise DataError(f"{name}: {what} must be a positive integer or None, got {per_class!r}.")
+    keep = []
+    for c in np.unique(labels):  # one draw per class, not per sample
+        idx = np.flatnonzero(labels == c)
+        keep.append(idx if idx.size <= per_class else rng.choice(idx, size=int(per_class), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def _load_cifar(name: str, raw_dir: str | Path, download: bool, train_per_class: int | None = None,
+                test_per_class: int | None = None, seed: int = 0) -> RawDataset:
     raw_dir = Path(raw_dir)
     if name == "cifar10":
         folder, train_files, test_files = "cifar-10-batches-py", \
@@ -184,19 +203,26 @@ def _load_cifar(name: str, raw_dir: str | Path, download: bool) -> RawDataset:
     tr_y = np.concatenate([y for _, y in parts[:k]])
     te_x = np.concatenate([x for x, _ in parts[k:]])
     te_y = np.concatenate([y for _, y in parts[k:]])
-    return _image_dataset(name, tr_x, tr_y, te_x, te_y, num_classes)
+    rng = np.random.default_rng(seed)
+    tr = balanced_subset(tr_y, train_per_class, rng, "train_per_class", name)
+    te = balanced_subset(te_y, test_per_class, rng, "test_per_class", name)
+    return _image_dataset(name, tr_x[tr], tr_y[tr], te_x[te], te_y[te], num_classes)
 
 
 @DATASETS.register("cifar10", label="CIFAR-10", family="image")
-def load_cifar10(raw_dir: str | Path, *, download: bool = True) -> RawDataset:
-    """CIFAR-10 in torchvision's format under ``raw_dir/cifar-10-batches-py``."""
-    return _load_cifar("cifar10", raw_dir, download)
+def load_cifar10(raw_dir: str | Path, *, download: bool = True, train_per_class: int | None = None,
+                 test_per_class: int | None = None, seed: int = 0) -> RawDataset:
+    """CIFAR-10 in torchvision's format under ``raw_dir/cifar-10-batches-py``; optionally a
+    class-balanced subset (``train_per_class``/``test_per_class`` images of each class, ``seed``)."""
+    return _load_cifar("cifar10", raw_dir, download, train_per_class, test_per_class, seed)
 
 
 @DATASETS.register("cifar100", label="CIFAR-100", family="image")
-def load_cifar100(raw_dir: str | Path, *, download: bool = True) -> RawDataset:
-    """CIFAR-100 (fine labels) in torchvision's format under ``raw_dir/cifar-100-python``."""
-    return _load_cifar("cifar100", raw_dir, download)
+def load_cifar100(raw_dir: str | Path, *, download: bool = True, train_per_class: int | None = None,
+                  test_per_class: int | None = None, seed: int = 0) -> RawDataset:
+    """CIFAR-100 (fine labels) in torchvision's format under ``raw_dir/cifar-100-python``;
+    optionally a class-balanced subset (as :func:`load_cifar10`)."""
+    return _load_cifar("cifar100", raw_dir, download, train_per_class, test_per_class, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,11 +301,18 @@ def _ensure_cinic(raw_dir: Path, download: bool) -> None:
 
 @DATASETS.register("cinic10", label="CINIC-10", family="image")
 def load_cinic10(raw_dir: str | Path, *, download: bool = True, max_train: int | None = None,
-                 max_test: int | None = None, seed: int = 0) -> RawDataset:
+                 max_test: int | None = None, seed: int = 0, train_per_class: int | None = None,
+                 test_per_class: int | None = None) -> RawDataset:
     """CINIC-10 ImageFolder ``raw_dir/{train,test}/<class>/*.png``; class order = sorted names.
 
-    ``max_train``/``max_test`` keep a uniformly random subset (``seed``) of that part.
+    ``max_train``/``max_test`` keep a uniformly random subset (``seed``) of that part;
+    ``train_per_class``/``test_per_class`` a class-balanced one (chosen before any image is
+    read, so a small subset loads quickly). Use one kind per part.
     """
+    for part, limit, per_class in (("train", max_train, train_per_class), ("test", max_test, test_per_class)):
+        if limit is not None and per_class is not None:
+            raise DataError(f"cinic10: max_{part}={limit!r} and {part}_per_class={per_class!r} both set; "
+                            f"keep one (max_{part}: random subset, {part}_per_class: class-balanced).")
     raw_dir = Path(raw_dir)
     _ensure_cinic(raw_dir, download)
     tr_classes, tr_files = _scan_image_folder(raw_dir / "train")
@@ -293,5 +326,8 @@ def load_cinic10(raw_dir: str | Path, *, download: bool = True, max_train: int |
     rng = np.random.default_rng(seed)
     tr_paths, tr_y = _subset(tr_files, max_train, rng, "max_train")
     te_paths, te_y = _subset(te_files, max_test, rng, "max_test")
+    tr = balanced_subset(tr_y, train_per_class, rng, "train_per_class", "cinic10")
+    te = balanced_subset(te_y, test_per_class, rng, "test_per_class", "cinic10")
+    tr_paths, tr_y, te_paths, te_y = [tr_paths[i] for i in tr], tr_y[tr], [te_paths[i] for i in te], te_y[te]
     return _image_dataset("cinic10", _read_images(tr_paths), tr_y, _read_images(te_paths), te_y,
                           len(tr_classes))

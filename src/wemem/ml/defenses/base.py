@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wemem.ml.pruning import Masks
+from wemem.ml.pruning import Masks, masked_parameters
 from wemem.ml.registry import Registry
 from wemem.ml.schema import NonNeg, Section
 from wemem.ml.train import Strategy
@@ -90,17 +90,9 @@ class MaskedStrategy(Strategy):
         module = super().bind(model, x, y, cfg, generator)
         self.model = model
         self._masked = []
-        if self.masks:
-            named = dict(model.named_modules())
-            for name, mask in self.masks.items():
-                if name not in named:
-                    raise ValueError(f"mask for {name!r} does not match any module of {type(model).__name__}")
-                weight = named[name].weight
-                if mask.shape != weight.shape:
-                    raise ValueError(f"mask of {name} has shape {tuple(mask.shape)}, the weight {tuple(weight.shape)}")
-                mask = mask.to(device=weight.device)
-                if not bool(mask.all()):
-                    self._masked.append((weight, mask.to(weight.dtype)))
+        for _, param, mask in masked_parameters(model, self.masks):  # weights, biases, BatchNorms
+            if not bool(mask.all()):
+                self._masked.append((param, mask.to(param.dtype)))
         self.after_step(model)
         return module
 
