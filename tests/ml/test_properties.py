@@ -179,8 +179,12 @@ def test_prune_steps_hit_the_target_exactly_and_never_unprune(seed, method, n_it
     for target in sparsity_schedule(pct / 100, n_iter):
         new = prune_step(model, masks, method, target)
         for name, mask in new.items():
-            if masks is not None:
+            if masks is not None and name in masks:
                 assert not (mask & ~masks[name]).any()
+            if name.endswith(".bias"):  # structured: a pruned row's bias goes with it
+                assert method != "l1_unstructured"
+                assert (~mask == (~new[name[: -len(".bias")]]).all(dim=1)).all()
+                continue
             rows = mask.shape[0]
             if method == "l1_unstructured":
                 assert int((~mask).sum()) == round(target * mask.numel())
@@ -192,3 +196,5 @@ def test_prune_steps_hit_the_target_exactly_and_never_unprune(seed, method, n_it
     for name, module in model.named_modules():
         if name in masks:
             assert (module.weight[~masks[name]] == 0).all()
+        if f"{name}.bias" in masks:
+            assert (module.bias[~masks[f"{name}.bias"]] == 0).all()
