@@ -139,6 +139,9 @@ def test_model_outputs_store_float32_logits_and_member_scores_aligned_on_a_permu
     out = model_outputs(payload, arrays, splits, info, "column_fc", SamiaSettings(n_draws=1), 0, "cpu",
                         memscores=rankings_table(memscores))
     np.testing.assert_allclose(out["victim/memscore"], score_of_row(splits["victim/train"]))
+    # the whole pool's scores in train-pool order: a τ given as a share (tau_mode: fraction) is
+    # turned into a score threshold over the pool, as the defenses do
+    np.testing.assert_allclose(out["memscore/pool"], score_of_row(pool))
     assert out["victim/logits"].dtype == np.float32
     assert not np.allclose(out["victim/logits"].sum(1), 1.0)  # logits, not probabilities
     n_sh0 = len(splits["shadow_0/train"]) + len(splits["shadow_0/test"])

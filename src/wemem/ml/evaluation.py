@@ -40,6 +40,7 @@ from .attacks import (
 )
 from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
+from .ranking import risk_threshold
 from .schema import Fraction, Section, Unit, choice, closest, fail, number
 from .train import predict_logits, resolve_device
 
@@ -184,6 +185,7 @@ def model_outputs(
             if memscores is not None:
                 table = memscores[memscores["order"] == "h2l"] if "order" in memscores else memscores
                 out["victim/memscore"] = role_scores(table[["index", "score"]], splits, role.train_rows)
+                out["memscore/pool"] = table.sort_values("index")["score"].to_numpy(np.float64)
     shadows = [n for n in nets if n != "victim"]
     out["reference/on_target"] = np.stack([_logits(nets[s], samples["victim"]) for s in shadows])
     out["reference/on_population"] = np.stack([_logits(nets[s], population) for s in shadows])
@@ -236,6 +238,7 @@ def attack_record(
     seed: int,
     device: str | torch.device,
     tau: float | None = None,
+    tau_mode: str = "value",
 ) -> dict[str, Any]:
     """Calibrates/trains each chosen attack on the shadows, scores the victim (SPEC §8) and
     returns the combination's record: its identity (``combo``, ``dataset``, ``model``, defense
@@ -243,7 +246,8 @@ def attack_record(
     ``n_nonmembers``), fine-tuning cost and accountant ε, what τ selected
     (:data:`RISK_RECORD`, rmr/swmr), every attack's metrics (with its
     empirical ε lower bound ``eps_lb`` and, given the victim's memorisation scores, its
-    high/low-memorisation slices at ``settings.tau`` or else ``tau``), the attack chosen on the
+    high/low-memorisation slices at ``settings.tau`` or else ``tau``: a score value, or with
+    ``tau_mode="fraction"`` the top-τ share of the pool's scores), the attack chosen on the
     shadows (``chosen_attack``, ``selection``: each attack's mean over the folds), the strongest
     on the victim (an upper bound) and every ROC curve thinned to ``settings.roc_points``. A
     combination whose fine-tuning failed gets ``status: failed``, its error and no attacks."""
@@ -265,7 +269,10 @@ def attack_record(
     member = data.target.member
     correct = data.target.logits.argmax(1) == data.target.labels
     delta = victim_log.get("delta") or settings.audit_delta
-    tau = settings.tau if settings.tau is not None else tau
+    if settings.tau is not None:
+        tau = settings.tau
+    elif tau is not None and tau_mode == "fraction" and "memscore/pool" in outputs:
+        tau = risk_threshold(outputs["memscore/pool"], tau, "fraction")[1]  # the score the top-τ share starts at
     high = None
     if "victim/memscore" in outputs and tau is not None:
         high = np.zeros(member.shape, bool)

@@ -63,7 +63,8 @@ class AttackNode(NodeCallable):
         failure upstream or in the attacks gives a record with ``status: failed`` and the error."""
         def record(outputs: dict[str, np.ndarray], log: dict[str, Any]) -> dict[str, Any]:
             return attack_record(self.combo, outputs, log, dataset=info["name"], model=dataset.model,
-                                 settings=mia, seed=seed, device=device, tau=dataset.defense_defaults.tau)
+                                 settings=mia, seed=seed, device=device, tau=dataset.defense_defaults.tau,
+                                 tau_mode=dataset.defense_defaults.tau_mode)
 
         def failed(error: str) -> dict[str, Any]:
             meta = {**finetune_log.get("meta", {}), "status": "failed", "error": error}
