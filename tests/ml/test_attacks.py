@@ -20,7 +20,7 @@ from wemem.ml.attacks import (
 )
 from wemem.ml.registry import UnknownName
 from wemem.ml.attacks.calibrated import lira_global_sigma, lira_z, rmia_scores
-from wemem.ml.attacks.classifier import predict_member, samia_features, top3_features
+from wemem.ml.attacks.classifier import ci_features, nn_features, predict_member, samia_features, top3_features
 
 C = 10
 FAST = AttackModelSettings(epochs=20, lr=0.02, milestones=[15], batch_size=128)
@@ -208,6 +208,17 @@ def test_feature_layouts():
     np.testing.assert_array_equal(s[..., 0], t.probs)
     np.testing.assert_array_equal(s[..., 1], t.sensitivity)
     np.testing.assert_array_equal(s[..., 2].argmax(1), t.labels)
+
+
+def test_nn_and_ci_nn_features_by_hand():
+    # two samples, three classes, logits chosen so softmax is known: [0, 0, 0] → ⅓ each,
+    # [ln 2, 0, 0] → [½, ¼, ¼]. CI-NN = softmax ⊕ one-hot label; catches a missing or shifted
+    # one-hot (the planted "CI-NN without the one-hot label" bug) and NN fed anything but softmax
+    out = ModelOutputs(np.array([[0.0, 0.0, 0.0], [np.log(2.0), 0.0, 0.0]], np.float32), np.array([2, 0]),
+                       np.array([True, False]))
+    soft = np.array([[1 / 3, 1 / 3, 1 / 3], [0.5, 0.25, 0.25]], np.float32)
+    np.testing.assert_allclose(nn_features(out), soft, rtol=1e-6)
+    np.testing.assert_allclose(ci_features(out), np.c_[soft, [[0, 0, 1], [1, 0, 0]]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["nn", "samia"])
