@@ -140,3 +140,31 @@ def test_entropy_and_modified_entropy_by_hand():
     # logit confidence takes logits: log p gives back log(p_y / (1 - p_y)) exactly
     np.testing.assert_allclose(logit_confidence(ln(p[[0, 2]]), y[[0, 2]]), [0.0, ln(0.5)], atol=1e-12)
     assert np.isfinite(logit_confidence(np.array([[200.0, -200.0, 0.0]]), np.array([0]))).all()
+
+
+def test_conf_uses_each_class_s_own_threshold_on_the_victim():
+    # Two classes whose members and non-members sit at different confidence levels:
+    # class 0: members p_y = 0.95, non-members 0.85; class 1: members 0.80, non-members 0.60.
+    # Per-class thresholds (0.95 and 0.80) separate both classes perfectly (balanced acc 1.0);
+    # one global threshold cannot (best 0.75). Catches Conf/Entr/Mentr deciding with the global
+    # threshold (the planted bug that once survived every attack test).
+    from wemem.ml.attacks import ATTACKS, AttackContext, AttackData, ModelOutputs
+
+    def outputs(n_per: int) -> ModelOutputs:
+        labels = np.repeat([0, 0, 1, 1], n_per)
+        member = np.tile(np.repeat([True, False], n_per), 2)
+        p_true = np.repeat([0.95, 0.85, 0.80, 0.60], n_per)
+        z = np.log(p_true / (1 - p_true))  # two classes: p_y = sigmoid(z_y − z_other)
+        logits = np.zeros((labels.size, 2), np.float32)
+        logits[np.arange(labels.size), labels] = z
+        return ModelOutputs(logits, labels, member)
+
+    target, shadows = outputs(5), [outputs(7), outputs(7)]
+    refs = np.stack([target.logits, target.logits])
+    pop = target.logits[:4]
+    data = AttackData(target, shadows, refs, pop, np.stack([pop, pop]), target.labels[:4])
+    for name in ("conf", "entr", "mentr"):
+        result = ATTACKS[name].obj(data, AttackContext())
+        assert result.metrics["balanced_acc"] == pytest.approx(1.0), name
+    # the global-threshold attack on the same data cannot separate them
+    assert ATTACKS["hconf"].obj(data, AttackContext()).metrics["balanced_acc"] == pytest.approx(0.75)
