@@ -19,6 +19,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_LOCATION = REPO_ROOT / ".." / "shared" / "datasets" / "location" / "dataset_location.tgz"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch with one intra-op thread for a module's tests (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): tiny models gain nothing from more, and on a shared
+    2-core machine an OpenMP team whose second core is busy stalls at every barrier."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------
 # plain helpers (importable as fixtures below)
 # ------------------------------------------------------------------------------------------

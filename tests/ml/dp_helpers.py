@@ -3,7 +3,6 @@ dropout-free ColumnFC, a bound DPSGD strategy, and independent per-sample gradie
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
@@ -15,12 +14,6 @@ from wemem.ml.train import TrainConfig
 N, D, C = 180, 12, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_data():

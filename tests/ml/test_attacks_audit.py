@@ -36,12 +36,7 @@ from wemem.ml.reporting import comparison_markdown, comparison_table, plot_roc_c
 C = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _logits_with_true(z_true: np.ndarray, labels: np.ndarray) -> np.ndarray:

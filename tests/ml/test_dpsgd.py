@@ -14,9 +14,11 @@ from wemem.ml.defenses import DPSGD, DefenseState, finetune_config, prune_and_fi
 from wemem.ml.pruning import prune_step
 from wemem.ml.train import Strategy, fit
 
-from .dp_helpers import (  # noqa: F401  (one_thread: an autouse fixture)
-    N, bound, clip_by_hand, dp_cfg, fc_model, make_data, one_thread, per_sample_grads, weight_masks,
+from .dp_helpers import (
+    N, bound, clip_by_hand, dp_cfg, fc_model, make_data, per_sample_grads, weight_masks,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

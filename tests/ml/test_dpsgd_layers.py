@@ -18,7 +18,9 @@ from wemem.ml.models import build_model
 from wemem.ml.pruning import prune_step
 from wemem.ml.train import fit
 
-from .dp_helpers import C, D, dp_cfg, fc_model, make_data, one_thread  # noqa: F401  (one_thread: autouse)
+from .dp_helpers import C, D, dp_cfg, fc_model, make_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from wemem.ml.train import TrainConfig, fit, to_tensors
 TOL = 0.005  # SPEC: every layer within 0.5% of the schedule's target
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: one thread avoids OpenMP contention on shared 2-core machines
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

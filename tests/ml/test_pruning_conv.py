@@ -21,12 +21,7 @@ from wemem.ml.pruning import apply_masks, layer_sparsity, masked_parameters, pru
 from wemem.ml.train import TrainConfig, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyConv(nn.Module):
