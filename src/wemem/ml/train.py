@@ -187,14 +187,20 @@ class Strategy:
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, epoch: int
     ) -> torch.Tensor:
         """One optimisation step on a batch; returns the (detached) batch loss."""
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer = self.batch_optimizer()
+        optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.cfg.amp):
             logits = model(xb)
         loss = self.loss(model, logits, yb, idx, epoch)
         loss.backward()
-        self.optimizer.step()
+        optimizer.step()
         self.after_step(model)
         return loss.detach()
+
+    def batch_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer that steps the next batch (called once per batch, in order); defenses
+        that step groups of samples with different optimizers override it."""
+        return self.optimizer
 
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimiser step (e.g. to re-apply pruning masks)."""

@@ -6,7 +6,8 @@ name   what differs from Base                          hooks overridden
 rsw    each epoch trains on every class's own window    ``epoch_indices``
        of the mem-score ranking
 rmr    risky samples (score ≥ τ) in their own batches,  ``make_optimizer``,
-       stepped first by an Adam with weight decay λ_r;  ``epoch_batches``, ``train_step``
+       stepped first by an Adam with weight decay λ_r;  ``epoch_batches``,
+                                                        ``batch_optimizer``
        the rest by a second Adam (own state) with λ_g
 swmr   rsw's windows, rmr's two optimizers inside       all of the above
        each window
@@ -31,7 +32,6 @@ import torch
 from wemem.ml.pruning import Masks
 from wemem.ml.ranking import ORDERS, TAU_MODES, epoch_window, order_key, rank_per_class, risk_threshold, risky_mask
 from wemem.ml.schema import NonNeg, PosInt, Section, Unit, choice
-from wemem.ml.train import autocast
 
 from .base import DEFENSES, Base, scores_and_labels
 
@@ -139,28 +139,20 @@ class _RiskyGroups(_ScoreBased):
         risky, general = (
             [b for b in torch.split(order[keep], size) if b.numel()] for keep in (is_risky, ~is_risky)
         )
-        # which optimizer steps each batch, read in train_step without a device->host sync
+        # which optimizer steps each batch, read in batch_optimizer without a device->host sync
         self._kinds, self._cursor = [True] * len(risky) + [False] * len(general), 0
         return risky + general
 
-    def train_step(self, model, xb, yb, idx, epoch):
+    def batch_optimizer(self) -> torch.optim.Optimizer:
         if self._cursor >= len(self._kinds):
-            raise RuntimeError(f"{self.name}: train_step called for a batch that epoch_batches did not hand out")
+            raise RuntimeError(f"{self.name}: a batch was trained that epoch_batches did not hand out")
         risky = self._kinds[self._cursor]
         self._cursor += 1
-        optimizer = self.risky_optimizer if risky else self.optimizer
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(self.device, self.cfg.amp):
-            logits = model(xb)
-        loss = self.loss(model, logits, yb, idx, epoch)
-        loss.backward()
-        optimizer.step()
-        self.after_step(model)
         if risky:
             self.risky_steps += 1
-        else:
-            self.general_steps += 1
-        return loss.detach()
+            return self.risky_optimizer
+        self.general_steps += 1
+        return self.optimizer
 
     def measurements(self) -> dict[str, Any]:
         return {
