@@ -34,7 +34,6 @@ Writes benchmarks/results/dp_speed.json and prints the table.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -46,7 +45,7 @@ from pathlib import Path
 import torch
 
 from wemem.ml.data import load_dataset, make_splits
-from wemem.ml.defenses import DEFENSES, finetune_config, prune_and_finetune
+from wemem.ml.defenses import DEFENSES
 from wemem.ml.experiment import role_data, role_seed
 from wemem.ml.models import build_model
 from wemem.ml.train import TrainConfig, accuracy, fit, resolve_device, seed_everything
@@ -55,10 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make benchmarks.* importable
     sys.path.insert(0, str(ROOT))
 from benchmarks.reference.dpsgd_opacus import OpacusHooksDPSGD  # noqa: E402
-from benchmarks.time_cost import _config, _load  # noqa: E402
+from benchmarks.time_cost import METHOD, SPARSITY, _config, _load, prune_finetune_victim  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "dp_speed.json"
-METHOD, SPARSITY = "l1_unstructured", 0.6
 OLD = "dpsgd_opacus_hooks"
 
 
@@ -71,16 +69,8 @@ def _finetune(defense: str, settings: dict, victim: torch.nn.Module, role, conf:
               repeat: int) -> dict:
     ft = conf["pruning"]["finetune"]
     seed = role_seed(conf["seed"], 0, "prune") + 100 * repeat  # each repeat its own batches and noise
-    seed_everything(seed)
-    model = copy.deepcopy(victim).train()
-    cfg = finetune_config(epochs=int(ft["epochs"]), patience=int(ft["patience"]), batch_size=int(ft["batch_size"]),
-                          lr=float(ft["lr"]), device=str(device), seed=seed, progress=False,
-                          desc=f"dp_speed {defense}")
-    load_before = _load()
-    model, record = prune_and_finetune(
-        model, method=METHOD, final_sparsity=SPARSITY, n_iter=int(conf["pruning"]["n_iter"]), defense=defense,
-        settings=settings, train=role.train, dev=role.dev, test=role.test, cfg=cfg,
-    )
+    model, record, load_before = prune_finetune_victim(victim, role, conf, device, defense, settings, seed=seed,
+                                                       desc=f"dp_speed {defense}")
     its = record["iterations"]
     batch, n = int(ft["batch_size"]), int(role.train[0].shape[0])
     epochs = [int(it["epochs_run"]) for it in its]

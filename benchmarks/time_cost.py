@@ -106,24 +106,34 @@ def _scores(name: str, x_pool: np.ndarray, y_pool: np.ndarray, num_classes: int,
     return scores_table(stats, y_pool), info
 
 
+def prune_finetune_victim(victim: torch.nn.Module, role, conf: dict, device: torch.device, defense: str, settings,
+                          *, seed: int, desc: str, scores: np.ndarray | None = None):
+    """A copy of the trained victim through the benchmarks' schedule (``METHOD`` to ``SPARSITY``
+    in ``pruning.n_iter`` iterations, fine-tuning as ``pruning.finetune``) under ``defense``;
+    returns (model, the ``prune_and_finetune`` record, the load average just before)."""
+    ft = conf["pruning"]["finetune"]
+    seed_everything(seed)
+    model = copy.deepcopy(victim).train()
+    cfg = finetune_config(epochs=int(ft["epochs"]), patience=int(ft["patience"]), batch_size=int(ft["batch_size"]),
+                          lr=float(ft["lr"]), device=str(device), seed=seed, progress=False, desc=desc)
+    load_before = _load()
+    model, record = prune_and_finetune(
+        model, method=METHOD, final_sparsity=SPARSITY, n_iter=int(conf["pruning"]["n_iter"]), defense=defense,
+        settings=settings, train=role.train, dev=role.dev, test=role.test, scores=scores, cfg=cfg,
+    )
+    return model, record, load_before
+
+
 def _finetune(name: str, victim: torch.nn.Module, role, scores: np.ndarray, info: dict, conf: dict,
               device: torch.device) -> dict:
     """One defense from the trained victim; returns the timing record."""
     variant = conf["defenses"][name]
     defense = variant.get("defense", name)
     settings = resolve_settings(defense, variant, conf["datasets"][info["name"]]["defense_defaults"])
-    ft = conf["pruning"]["finetune"]
     seed = role_seed(conf["seed"], 0, "prune")  # as the pruning_defense pipeline seeds the victim (role 0)
-    seed_everything(seed)
-    model = copy.deepcopy(victim).train()
-    cfg = finetune_config(epochs=int(ft["epochs"]), patience=int(ft["patience"]), batch_size=int(ft["batch_size"]),
-                          lr=float(ft["lr"]), device=str(device), seed=seed, progress=False,
-                          desc=f"time_cost {info['name']}")
-    load_before = _load()
-    model, record = prune_and_finetune(
-        model, method=METHOD, final_sparsity=SPARSITY, n_iter=int(conf["pruning"]["n_iter"]), defense=defense,
-        settings=settings, train=role.train, dev=role.dev, test=role.test,
-        scores=scores if "scores" in DEFENSE_REGISTRY[defense].needs else None, cfg=cfg,
+    model, record, load_before = prune_finetune_victim(
+        victim, role, conf, device, defense, settings, seed=seed, desc=f"time_cost {info['name']}",
+        scores=scores if "scores" in DEFENSE_REGISTRY[defense].needs else None,
     )
     its = record["iterations"]
     rec = {

@@ -69,18 +69,23 @@ def _runs(project: Path):
 
 
 # ------------------------------------------------------------------ kill, resume, truncated file
-@pytest.fixture(scope="module")
-def resumed(tmp_path_factory):
-    """A run killed (SIGKILL) after the unpruned combination's results were saved, then resumed
-    with ``--only-missing-outputs``. Returns (project, runs before the resume, resume output)."""
-    project = _project(tmp_path_factory.mktemp("resume"), _params(["base", "rsw"]))
-    proc = _kedro(project, start_new_session=True)
+def _wait_for_unpruned_results(project, proc) -> None:
+    """Blocks until the running ``proc`` has saved the unpruned combination's attack results."""
     first = project / "data" / "07_model_output" / "mnist1d" / "unpruned" / "attack_results.json"
     deadline = time.time() + 600
     while not first.exists():
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, "the run never reached the unpruned results"
         time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """A run killed (SIGKILL) after the unpruned combination's results were saved, then resumed
+    with ``--only-missing-outputs``. Returns (project, runs before the resume, resume output)."""
+    project = _project(tmp_path_factory.mktemp("resume"), _params(["base", "rsw"]))
+    proc = _kedro(project, start_new_session=True)
+    _wait_for_unpruned_results(project, proc)
     time.sleep(0.5)  # the hooks log the unpruned child
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -221,12 +226,7 @@ def test_sigterm_closes_the_parent_as_killed(tmp_path):
     # what it catches (issue 16): a run ended by SIGTERM left its MLflow parent RUNNING forever
     project = _project(tmp_path, _params(["base"]))
     proc = _kedro(project)
-    first = project / "data" / "07_model_output" / "mnist1d" / "unpruned" / "attack_results.json"
-    deadline = time.time() + 600
-    while not first.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "the run never reached the unpruned results"
-        time.sleep(0.05)
+    _wait_for_unpruned_results(project, proc)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=120)
     assert proc.returncode != 0
