@@ -1,6 +1,10 @@
 """How the project reads ``conf/``: one place for the config loader's arguments, used by
 Kedro (through :mod:`wemem.settings`) and by :mod:`wemem.structure` outside a session."""
 
+from kedro.config import OmegaConfigLoader
+
+from wemem.ml.sweeps import expand as expand_sweeps
+
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
@@ -12,6 +16,19 @@ CONFIG_LOADER_ARGS = {
         "runner": ["runner*", "runner*/**"],
     },
 }
+
+class ConfigLoader(OmegaConfigLoader):
+    """Kedro's OmegaConfigLoader whose ``parameters`` have the sweeps expanded
+    (:func:`wemem.ml.sweeps.expand`: one ``defenses:`` variant per sweep point, the enabled
+    sweeps' variants appended to ``pruning_defense.grid.defenses``), after ``--env`` and
+    ``--params`` were applied."""
+
+    def __getitem__(self, key: str):
+        config = super().__getitem__(key)
+        if key == "parameters" and isinstance(config, dict) and config.get("sweeps"):
+            config = expand_sweeps(config)
+        return config
+
 
 _read: dict[str, tuple[object, object]] = {}
 

@@ -26,6 +26,7 @@ from wemem.ml.memorization import MemScoreSettings
 from wemem.ml.models import MODELS
 from wemem.ml.pruning import PRUNING_METHODS
 from wemem.ml.ranking import TAU_MODES
+from wemem.ml.sweeps import problems as sweep_problems
 from wemem.ml.train import FinetuneSettings, TrainSettings
 from wemem.ml.schema import (
     Device,
@@ -100,6 +101,7 @@ class Grid(Section):
     methods: list[_choice("pruning method", PRUNING_METHODS)]
     sparsities: list[Sparsity]
     defenses: list[str]
+    sweeps: list[str] | str | None = None  # names under `sweeps:` (wemem.ml.sweeps); their variants join `defenses`
 
 
 class Reference(Section):
@@ -135,6 +137,7 @@ class ValidatedParams(BaseModel):
     training: TrainSettings
     pruning_defense: PruningDefense
     defenses: dict[str, dict[str, Any]]  # each variant checked by its defense's schema (_defense_relations)
+    sweeps: dict[str, Any] = {}  # checked by wemem.ml.sweeps.problems; expanded into `defenses` by the config loader
     mia_evaluation: MiaEvaluationSettings
     ranking: Ranking
 
@@ -323,7 +326,8 @@ def validate_parameters(params: Mapping[str, Any]) -> ValidatedParams:
         validated = ValidatedParams.model_validate(dict(params))
     except ValidationError as exc:
         problems += [_message(e) for e in exc.errors()]
-    relations = _dataset_relations(params) + _defense_relations(params) + _grid_relations(params)
+    relations = (_dataset_relations(params) + _defense_relations(params) + _grid_relations(params)
+                 + sweep_problems(params))
     problems += [p for p in relations if p not in problems]
     if problems:
         raise ParameterError(problems)

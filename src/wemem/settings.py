@@ -13,6 +13,7 @@ import torch  # noqa: F401
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 from wemem.config import CONFIG_LOADER_ARGS  # noqa: E402,F401
+from wemem.config import ConfigLoader as CONFIG_LOADER_CLASS  # noqa: E402,F401  (sweeps expanded)
 from wemem.hooks import (  # noqa: E402
     FailureSummaryHook,
     GraphHook,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wemem.config import CONFIG_LOADER_ARGS, read
+from wemem.config import CONFIG_LOADER_ARGS, ConfigLoader, read
 from wemem.ml.grid import Combo, combos_from
 
 _config_loader: Any = None
@@ -39,9 +39,7 @@ def _conf_source() -> str:
 
 
 def _default_loader():
-    from kedro.config import OmegaConfigLoader
-
-    return OmegaConfigLoader(conf_source=_conf_source(), env=os.environ.get("KEDRO_ENV"), **CONFIG_LOADER_ARGS)
+    return ConfigLoader(conf_source=_conf_source(), env=os.environ.get("KEDRO_ENV"), **CONFIG_LOADER_ARGS)
 
 
 def set_config_loader(config_loader: Any) -> None:
