@@ -141,7 +141,8 @@ def test_attack_record_keys_and_failed_combination():
     assert list(record) == ["namespace", "method", "sparsity", "variant", "one_shot", "dataset", "model", "status",
                             "defense", "settings", "settings_text", "train_acc", "test_acc", "n_members",
                             "n_nonmembers", "finetune_seconds", "final_sparsity", "epsilon", "delta", "tau", "n_high",
-                            "attacks", "chosen_attack", "selection", "strongest_attack", "roc"]
+                            "attacks", "chosen_attack", "selection", "strongest_attack", "dev_acc",
+                            "shadow_test_acc", "shadow_chosen_attack", "shadow_max_attack", "roc"]
     assert (record["n_members"], record["n_nonmembers"]) == (180, 120)
     assert record["chosen_attack"] in ("hconf", "lira", "rmia") and set(record["selection"]) == {"hconf", "lira", "rmia"}
     assert record["model"] == "column_fc" and record["settings_text"] == "tau=0.6; w=3"

@@ -42,6 +42,7 @@ from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
 from .ranking import risk_threshold
 from .schema import Fraction, Section, Unit, choice, closest, fail, number
+from .select import SelectSettings
 from .train import predict_logits, resolve_device
 
 __all__ = ["MiaEvaluationSettings", "model_outputs", "attack_data", "attack_record"]
@@ -81,6 +82,7 @@ class MiaEvaluationSettings(Section):
     choose_folds: number(int, 1) | None = None  # held-out shadows judged for chosen_attack (None: all)
     tau: Unit | None = None  # memorisation slices: high = score ≥ tau (None: the dataset's defense default)
     audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
+    select: SelectSettings = SelectSettings()  # the select step's budget (wemem.ml.select)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -227,6 +229,19 @@ RISK_RECORD = {"risky_fraction": "risky_fraction", "n_risky": "n_risky", "tau_th
 the score threshold τ actually selected (rmr, swmr)."""
 
 
+def shadow_record(data: AttackData, chosen: str, selection: Mapping[str, float]) -> dict[str, float]:
+    """What the select step may decide on (no victim membership label): the victim's accuracy
+    on its dev data (``dev_acc``), the shadows' mean test accuracy, and the leave-one-shadow-out
+    attack metric on the shadows of the chosen attack and of the strongest there (NaN without
+    two shadows)."""
+    dev = float((data.target_on_population.argmax(1) == data.population_labels).mean())
+    tests = [float((s.logits.argmax(1) == s.labels)[~s.member].mean()) for s in data.shadows if (~s.member).any()]
+    finite = [v for v in selection.values() if np.isfinite(v)]
+    return {"dev_acc": dev, "shadow_test_acc": float(np.mean(tests)) if tests else float("nan"),
+            "shadow_chosen_attack": float(selection[chosen]) if chosen in selection else float("nan"),
+            "shadow_max_attack": float(max(finite)) if finite else float("nan")}
+
+
 def attack_record(
     combo: Combo,
     outputs: Mapping[str, np.ndarray],
@@ -287,6 +302,7 @@ def attack_record(
     chosen, selection = choose_attack(data, settings.attacks, settings.attack_settings(),
                                       metric=settings.choose_by, folds=settings.choose_folds, **kwargs)
     strongest, acc = strongest_attack(attacks)
+    shadow_view = shadow_record(data, chosen, selection)
     result.update(
         train_acc=float(correct[member].mean()), test_acc=float(correct[~member].mean()),
         n_members=int(member.sum()), n_nonmembers=int((~member).sum()),
@@ -296,7 +312,7 @@ def attack_record(
         # what τ selected for the victim (rmr, swmr; absent for the other defenses)
         **{k: victim_log[src] for k, src in RISK_RECORD.items() if victim_log.get(src) is not None},
         n_high=int(high.sum()) if high is not None else None,
-        attacks=attacks, chosen_attack=chosen, selection=selection, strongest_attack=strongest,
+        attacks=attacks, chosen_attack=chosen, selection=selection, strongest_attack=strongest, **shadow_view,
     )
     result["roc"] = {name: thinned_roc(r.scores, member, settings.roc_points) for name, r in results.items()}
     log.info("%s: victim test acc %.3f, chosen attack %s %.3f (strongest %s %.3f)", combo.namespace,

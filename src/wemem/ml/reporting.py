@@ -108,6 +108,8 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
     for key in ("risky_fraction", "n_risky", "tau_threshold"):  # what τ selected (rmr, swmr)
         row[key] = result.get(key, np.nan)
     row["delta"] = result.get("delta", np.nan)
+    for key in ("dev_acc", "shadow_test_acc", "shadow_chosen_attack", "shadow_max_attack"):  # the select step's
+        row[key] = result.get(key, np.nan)
     row["settings"] = result.get("settings_text", "")
     if result.get("error"):
         row["error"] = result["error"]

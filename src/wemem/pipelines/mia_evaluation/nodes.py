@@ -20,6 +20,7 @@ from wemem.ml.reporting import (
     roc_floors,
     time_cost_table,
 )
+from wemem.ml.select import select_defenses, selection_markdown
 from wemem.params import DatasetSettings
 from wemem.pipelines.isolation import failed_outputs, log_failure, outputs_error
 from wemem.pipelines.node_callable import NodeCallable
@@ -87,11 +88,15 @@ def make_attack_node(combo: Combo) -> AttackNode:
 def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[str, Any]:
     """The run's reports, saved as one unit (``reports``, a ReportSetDataset): the comparison
     table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC
-    curves per defense (FPR axis from 1/n_nonmembers) and the chosen attack's exposure of high-
-    versus low-memorisation members per defense. Failed combinations are rows with
+    curves per defense (FPR axis from 1/n_nonmembers), the chosen attack's exposure of high-
+    versus low-memorisation members per defense, and the select step's choice (JSON and Markdown,
+    :mod:`wemem.ml.select`). Failed combinations are rows with
     ``status: failed`` and their error."""
     table = comparison_table(results)
+    selection = select_defenses(table, mia.select)
     return {
+        "selection": selection,
+        "selection_md": selection_markdown(selection),
         "defense_comparison": table,
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
         "time_cost": time_cost_table(table),
