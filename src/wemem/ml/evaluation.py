@@ -83,6 +83,7 @@ class MiaEvaluationSettings(Section):
     tau: Unit | None = None  # memorisation slices: high = score ≥ tau (None: the dataset's defense default)
     audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
     select: SelectSettings = SelectSettings()  # the select step's budget (wemem.ml.select)
+    experiment_table: Literal["rmr_lambda", "windows", "defenses", "time_cost", "methods_sparsities"] | None = None
 
     @model_validator(mode="wrap")
     @classmethod

@@ -82,6 +82,7 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
         "pruning_method": result.get("method") or "none",
         "sparsity": result.get("sparsity") if result.get("sparsity") is not None else 0.0,
         "defense": result["variant"],
+        "defense_type": result.get("defense", result["variant"]),  # the registered defense of the variant
         "status": result.get("status", "ok"),
         "test_acc": result.get("test_acc", np.nan),
         "train_acc": result.get("train_acc", np.nan),

@@ -20,6 +20,7 @@ from wemem.ml.reporting import (
     roc_floors,
     time_cost_table,
 )
+from wemem.ml.experiment_tables import experiment_table
 from wemem.ml.select import select_defenses, selection_markdown
 from wemem.params import DatasetSettings
 from wemem.pipelines.isolation import failed_outputs, log_failure, outputs_error
@@ -89,14 +90,16 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
     """The run's reports, saved as one unit (``reports``, a ReportSetDataset): the comparison
     table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC
     curves per defense (FPR axis from 1/n_nonmembers), the chosen attack's exposure of high-
-    versus low-memorisation members per defense, and the select step's choice (JSON and Markdown,
-    :mod:`wemem.ml.select`). Failed combinations are rows with
+    versus low-memorisation members per defense, the select step's choice (JSON and Markdown,
+    :mod:`wemem.ml.select`) and the table in the paper's layout ``mia.experiment_table``
+    (:mod:`wemem.ml.experiment_tables`). Failed combinations are rows with
     ``status: failed`` and their error."""
     table = comparison_table(results)
     selection = select_defenses(table, mia.select)
     return {
         "selection": selection,
         "selection_md": selection_markdown(selection),
+        "experiment_table_md": experiment_table(table, mia.experiment_table, mia.attacks),
         "defense_comparison": table,
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
         "time_cost": time_cost_table(table),
