@@ -42,6 +42,7 @@ from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
 from .ranking import risk_threshold
 from .schema import Fraction, Section, Unit, choice, closest, fail, number
+from .experiment_tables import LAYOUTS
 from .select import SelectSettings
 from .train import predict_logits, resolve_device
 
@@ -83,7 +84,7 @@ class MiaEvaluationSettings(Section):
     tau: Unit | None = None  # memorisation slices: high = score ≥ tau (None: the dataset's defense default)
     audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
     select: SelectSettings = SelectSettings()  # the select step's budget (wemem.ml.select)
-    experiment_table: Literal["rmr_lambda", "windows", "defenses", "time_cost", "methods_sparsities"] | None = None
+    experiment_table: choice("experiment table layout", LAYOUTS) | None = None  # wemem.ml.experiment_tables
 
     @model_validator(mode="wrap")
     @classmethod

@@ -18,12 +18,12 @@ honest measure of the selection. With several seeds, every number is the mean ov
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .schema import Section, Unit
+from .schema import Section, Unit, choice
 
 __all__ = ["SelectSettings", "DECISION_COLUMNS", "GROUP", "select_defenses", "selection_markdown"]
 
@@ -42,9 +42,9 @@ class SelectSettings(Section):
     max_acc_drop: Unit = 0.02  # at most this much utility below the reference variant (0.02 = 2 points)
     reference: str = "base"  # the variant the budget is measured from (same method × sparsity)
     candidates: list[str] | None = None  # variants to choose from (None: every pruned variant of the run)
-    utility: Literal["dev_acc", "shadow_test_acc"] = "dev_acc"
-    privacy: Literal["shadow_max_attack", "shadow_chosen_attack"] = "shadow_max_attack"
-    victim_metric: Literal["max_attack_acc", "chosen_acc"] = "max_attack_acc"  # the oracle's and the gap's
+    utility: choice("utility column", ("dev_acc", "shadow_test_acc")) = "dev_acc"
+    privacy: choice("privacy column", ("shadow_max_attack", "shadow_chosen_attack")) = "shadow_max_attack"
+    victim_metric: choice("victim metric", ("max_attack_acc", "chosen_acc")) = "max_attack_acc"  # oracle's, gap's
 
 
 def _pick(rows: pd.DataFrame, utility: str, privacy: str, reference: str, drop: float) -> tuple[str | None, float]:
