@@ -53,3 +53,5 @@ def test_windows_time_cost_and_other_layouts_build():
         assert experiment_table(t, layout, ATTACKS).startswith("# ")
         assert experiment_table(t[t["seed"] == 42].drop(columns="seed"), layout, ATTACKS).count("±") == 0
     assert "No experiment layout" in experiment_table(t, None, ATTACKS)
+    lines = [x for x in experiment_table(t, "defenses", ATTACKS).splitlines() if x.startswith("| ")]
+    assert lines[1].startswith("| unpruned | — (unpruned) | 70.00 ± 0.00 | Conf |") and lines[2].startswith("| base |")

@@ -128,9 +128,13 @@ def _order(rows: pd.DataFrame) -> list[pd.Series]:
 def defenses(agg: pd.DataFrame, attacks: Sequence[str]) -> list[str]:
     lines = []
     for title, rows in _groups(agg):
-        table = [[str(r["defense"]), _label(r["defense_type"]), _cell(r, "test_acc"),
-                  ATTACKS.label(r["chosen_attack"]) if r.get("chosen_attack") in ATTACKS else "—",
-                  _cell(r, "chosen_acc"), _cell(r, "max_attack_acc")] for r in _order(rows)]
+        first = rows.iloc[0]
+        unpruned = agg[(agg["pruning_method"] == "none") & (agg["dataset"] == first["dataset"])
+                       & (agg["model"] == first["model"])]
+        table = [[str(r["defense"]), "— (unpruned)" if r["pruning_method"] == "none" else _label(r["defense_type"]),
+                  _cell(r, "test_acc"), ATTACKS.label(r["chosen_attack"]) if r.get("chosen_attack") in ATTACKS else "—",
+                  _cell(r, "chosen_acc"), _cell(r, "max_attack_acc")]
+                 for r in [*(r for _, r in unpruned.iterrows()), *_order(rows)]]
         head = ["Variant", "Defense", "Test Acc (%)", "Chosen attack", "Chosen attack acc (%)", "Strongest (%)"]
         lines += [f"### {title}", "", *_md(head, table), ""]
     return lines

@@ -26,10 +26,9 @@ import copy
 import itertools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ValidationError
-from typing_extensions import Annotated
 
 from .schema import Section, closest, first_error
 
