@@ -49,6 +49,8 @@ def test_readme_commands_are_found():
     commands = [" ".join(c) for c in readme_commands((REPO / "README.md").read_text())]
     assert "kedro run --env full_grid" in commands
     assert "kedro run --params dataset=location" in commands
+    assert "kedro run --params pruning_defense.grid.sweeps=rmr_lambda" in commands  # a sweep from the CLI
+    assert "kedro run --env exp_rmr_lambda" in commands  # the paper's experiments as environments
     assert any(c.startswith("kedro run --runner=ParallelRunner") for c in commands)
     assert not any("<" in c for c in commands)
 
