@@ -82,6 +82,7 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
         "pruning_method": result.get("method") or "none",
         "sparsity": result.get("sparsity") if result.get("sparsity") is not None else 0.0,
         "defense": result["variant"],
+        "seed": result.get("seed", np.nan),  # the repeat (repeats.seeds; else the top-level seed)
         "status": result.get("status", "ok"),
         "test_acc": result.get("test_acc", np.nan),
         "train_acc": result.get("train_acc", np.nan),
@@ -115,7 +116,8 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def comparison_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (dataset, model, pruning method, sparsity, defense), reference rows first."""
+    """One row per (dataset, model, pruning method, sparsity, defense, seed), reference rows first
+    (a combination's seeds stay together, in the order of ``results``)."""
     rows = [comparison_row(r) for r in results]
     table = pd.DataFrame(rows)
     order = {"unpruned": 0, "one_shot": 1}
@@ -190,11 +192,12 @@ def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
 
 
 def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's time-cost table: victim fine-tuning seconds per defense (pruned rows)."""
+    """The paper's time-cost table: victim fine-tuning seconds per defense (pruned rows; with
+    repeats, the mean over the seeds)."""
     pruned = table[table["pruning_method"] != "none"]
     return pruned.pivot_table(
         index=["dataset", "model", "pruning_method", "sparsity"], columns="defense",
-        values="finetune_seconds", aggfunc="first",
+        values="finetune_seconds", aggfunc="mean",
     ).reset_index()
 
 

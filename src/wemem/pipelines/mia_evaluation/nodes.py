@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wemem.ml.aggregate import aggregate_seeds, comparison_agg_markdown
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
 from wemem.ml.reporting import (
@@ -89,11 +90,16 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
     table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC
     curves per defense (FPR axis from 1/n_nonmembers) and the chosen attack's exposure of high-
     versus low-memorisation members per defense. Failed combinations are rows with
-    ``status: failed`` and their error."""
+    ``status: failed`` and their error. The comparison table has one row per (combination,
+    seed); ``defense_comparison_agg`` (CSV and Markdown) aggregates each combination over the
+    seeds (mean, std, 95% interval: :func:`wemem.ml.aggregate.aggregate_seeds`)."""
     table = comparison_table(results)
+    agg = aggregate_seeds(table)
     return {
         "defense_comparison": table,
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
+        "defense_comparison_agg": agg,
+        "defense_comparison_agg_md": comparison_agg_markdown(agg, mia.attacks),
         "time_cost": time_cost_table(table),
         "privacy_utility_plot": plot_privacy_utility(table),
         "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
