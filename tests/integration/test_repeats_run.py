@@ -90,6 +90,7 @@ def test_aggregated_table_equals_numpy_on_the_per_seed_rows(repeats_run):
     cell = (f"{100 * base['test_acc_mean']:.2f} ± {100 * base['test_acc_std']:.2f} "
             f"[{100 * base['test_acc_ci_low']:.2f}, {100 * base['test_acc_ci_high']:.2f}]")
     assert cell in markdown and "95% confidence interval" in markdown
+    assert _latest(reporting / "privacy_utility.png").stat().st_size > 10_000  # the error-bar scatter
 
 
 def test_mlflow_children_per_seed_and_one_summary_per_combination(repeats_run):

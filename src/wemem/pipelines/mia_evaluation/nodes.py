@@ -16,6 +16,7 @@ from wemem.ml.reporting import (
     comparison_table,
     plot_memorisation_slices,
     plot_privacy_utility,
+    plot_privacy_utility_seeds,
     plot_roc_curves,
     roc_curves_by_combination,
     roc_floors,
@@ -101,7 +102,9 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
         "defense_comparison_agg": agg,
         "defense_comparison_agg_md": comparison_agg_markdown(agg, mia.attacks),
         "time_cost": time_cost_table(table),
-        "privacy_utility_plot": plot_privacy_utility(table),
+        # with repeats, one point per combination: the mean over the seeds with ± std error bars
+        "privacy_utility_plot": (plot_privacy_utility_seeds(agg) if table["seed"].nunique() > 1
+                                 else plot_privacy_utility(table)),
         "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
         "memorisation_slices_plot": plot_memorisation_slices(table),
     }
