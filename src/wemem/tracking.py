@@ -3,11 +3,10 @@
 The hook reacts to data being saved, not to node names: a dataset whose catalog entry carries
 ``metadata: {wemem: {mlflow: child_run}}`` (the attack results of one combination and seed)
 becomes a child run with its params and metrics; a dataset of the ``reporting`` layer becomes an
-artifact of the parent run (a report set: one artifact per member). With repeats
-(``repeats.seeds``: more than one seed) the end of the run adds one summary run per combination
-(tag ``wemem.summary=true``) holding every child metric aggregated over the seeds:
-``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high`` (:func:`wemem.ml.aggregate.aggregate_seeds`)
-and ``n_seeds``.
+artifact of the parent run (a report set: one artifact per member). With several seeds
+(``repeats.seeds``) the run ends with a summary run per combination (tag ``wemem.summary=true``):
+every child metric as ``<metric>_mean/_std/_ci_low/_ci_high`` and ``n_seeds``
+(:func:`wemem.ml.results.summary_metrics`).
 
 Reliability:
 
@@ -38,10 +37,9 @@ from kedro.framework.hooks import hook_impl
 
 from wemem.catalog_meta import child_run_datasets, reporting_datasets, wemem_role
 from wemem.config import read
-from wemem.ml.results import child_metrics, child_params
+from wemem.ml.results import child_metrics, child_params, child_run_name, summary_metrics, summary_run_name
 
-__all__ = ["MlflowTrackingHook", "PARENT_ENV", "URI_ENV", "OFF_ENV", "child_run_name", "summary_run_name",
-           "summary_metrics"]
+__all__ = ["MlflowTrackingHook", "PARENT_ENV", "URI_ENV", "OFF_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -53,45 +51,6 @@ HOST, PID = socket.gethostname(), os.getpid()
 # ours says it instead
 for _name in ("mlflow.store", "alembic", "sqlalchemy"):
     logging.getLogger(_name).setLevel(logging.ERROR)
-
-
-def child_run_name(result: dict[str, Any]) -> str:
-    """The MLflow run name of one (combination, seed): ``l1_unstructured_s60.rsw · seed 43``."""
-    seed = result.get("seed")
-    return result["namespace"] if seed is None else f"{result['namespace']} · seed {seed}"
-
-
-def summary_run_name(namespace: str, n_seeds: int) -> str:
-    """The MLflow run name of one combination's summary over the seeds."""
-    return f"{namespace} · mean of {n_seeds} seeds"
-
-
-def summary_metrics(results: list[dict[str, Any]]) -> dict[str, tuple[dict[str, str], dict[str, float]]]:
-    """Per combination (namespace) of ``results`` (attack results of several seeds), the summary
-    run's params and metrics: every child metric as ``<metric>_mean/_std/_ci_low/_ci_high`` over
-    the seeds whose status is ok (NaN ones left out), ``n_seeds`` and ``n_failed``."""
-    import math
-
-    import pandas as pd
-
-    from wemem.ml.aggregate import aggregate_seeds
-
-    rows = [{"namespace": r["namespace"], "seed": r.get("seed"), "status": r.get("status", "ok"), **child_metrics(r)}
-            for r in results]
-    if not rows:
-        return {}
-    agg = aggregate_seeds(pd.DataFrame(rows), keys=["namespace"])
-    first = {r["namespace"]: r for r in results}
-    out = {}
-    for rec in agg.to_dict("records"):
-        ns = rec["namespace"]
-        params = {k: v for k, v in child_params(first[ns], "").items()
-                  if k in ("dataset", "model", "pruning_method", "sparsity", "defense", "variant")}
-        params.update(seeds=str(rec["seeds"]), n_failed=str(rec["n_failed"]))
-        metrics = {k: float(v) for k, v in rec.items() if k not in ("namespace", "seeds", "n_failed")
-                   and isinstance(v, (int, float)) and math.isfinite(v)}
-        out[ns] = (params, metrics)
-    return out
 
 
 def _resolve_uri(uri: str, project_path: Path) -> str:
@@ -392,8 +351,7 @@ class MlflowTrackingHook:
         return found
 
     def _log_summaries(self, results: list[dict[str, Any]]) -> None:
-        """With more than one seed, one summary run per combination (tag ``wemem.summary=true``)
-        with every child metric aggregated over the seeds (:func:`summary_metrics`)."""
+        """With several seeds, a summary run per combination (:func:`summary_metrics`)."""
         from mlflow.entities import Metric, Param
 
         if len({r.get("seed") for r in results}) < 2:
@@ -403,8 +361,8 @@ class MlflowTrackingHook:
             tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": ns, "wemem.summary": "true"}
             name = summary_run_name(ns, int(metrics.get("n_seeds", 0)))
             rid = self._call(self.client.create_run, self.exp_id, run_name=name, tags=tags).info.run_id
-            entries = [Metric(k, v, now, 0) for k, v in metrics.items()]
             self._call(self.client.log_batch, rid, params=[Param(k, v) for k, v in params.items()])
+            entries = [Metric(k, v, now, 0) for k, v in metrics.items()]
             for i in range(0, len(entries), 1000):  # MLflow takes at most 1000 metrics per batch
                 self._call(self.client.log_batch, rid, metrics=entries[i:i + 1000])
             self._call(self.client.set_terminated, rid, "FINISHED")

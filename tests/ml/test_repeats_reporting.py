@@ -12,7 +12,7 @@ from matplotlib.container import ErrorbarContainer
 
 from wemem.ml.aggregate import aggregate_seeds, comparison_agg_markdown, interval_markdown
 from wemem.ml.reporting import comparison_row, plot_privacy_utility_seeds
-from wemem.tracking import child_run_name, summary_metrics, summary_run_name
+from wemem.ml.results import child_run_name, summary_metrics, summary_run_name
 
 T975_DF2 = 4.302652729911275  # Student's t, 97.5% quantile, 2 degrees of freedom (table value)
 
