@@ -250,7 +250,7 @@ class MlflowTrackingHook:
         run = self._call(client.get_run, parent)
         self.client, self.parent_id = client, parent
         self.exp_id = run.info.experiment_id
-        self.seed = run.data.params.get("seed")
+        self.seed, self.seeds = run.data.params.get("seed"), run.data.params.get("seeds")
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool, run_id: str) -> None:
@@ -300,7 +300,7 @@ class MlflowTrackingHook:
         params = [Param(k, v) for k, v in child_params(result, result.get("seed", self.seed)).items()]
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in child_metrics(result).items()]
-        rid = self._call(self.client.create_run, self.exp_id, run_name=child_run_name(result), tags=tags).info.run_id
+        rid = self._call(self.client.create_run, self.exp_id, run_name=child_run_name(result, self.seeds is not None), tags=tags).info.run_id
         self._call(self.client.log_batch, rid, metrics=metrics, params=params)
         if result.get("roc"):
             floors = {result["namespace"]: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None

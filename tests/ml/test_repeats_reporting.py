@@ -41,7 +41,8 @@ def test_summary_metrics_are_mean_std_and_t_interval_over_ok_seeds():
     assert metrics["n_seeds"] == 3
     assert params["seeds"] == "1 2 3" and params["n_failed"] == "1" and params["defense"] == "base"
     assert summary_run_name("x.base", 3) == "x.base · mean of 3 seeds"
-    assert child_run_name(results[0]) == "x.base · seed 1"
+    assert child_run_name(results[0], repeats=True) == "x.base · seed 1"
+    assert child_run_name(results[0]) == "x.base"  # without repeats: the namespace, as before
 
 
 def _agg():

@@ -58,10 +58,11 @@ def child_metrics(result: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def child_run_name(result: dict[str, Any]) -> str:
-    """The MLflow run name of one (combination, seed): ``l1_unstructured_s60.rsw · seed 43``."""
+def child_run_name(result: dict[str, Any], repeats: bool = False) -> str:
+    """The MLflow run name of one combination: its namespace (``l1_unstructured_s60.rsw``), with
+    repeats followed by its seed (``l1_unstructured_s60.rsw · seed 43``)."""
     seed = result.get("seed")
-    return result["namespace"] if seed is None else f"{result['namespace']} · seed {seed}"
+    return f"{result['namespace']} · seed {seed}" if repeats and seed is not None else result["namespace"]
 
 
 def summary_run_name(namespace: str, n_seeds: int) -> str:
