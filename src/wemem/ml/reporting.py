@@ -329,10 +329,10 @@ def plot_privacy_utility_seeds(agg: pd.DataFrame) -> Figure:
             ax.annotate(d, (xi, yi), fontsize=8, xytext=(4, 3), textcoords="offset points")
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
     what = "chosen attack" if attack == "chosen_acc" else "max over attacks"
-    seeds = ", ".join(sorted({str(s) for s in ok.get("seeds", [])}))
+    seeds = "; ".join(sorted({str(s) for s in ok.get("seeds", [])}))
     ax.set_xlabel(f"{what} accuracy (balanced), mean ± std over seeds — lower is more private")
     ax.set_ylabel("victim test accuracy, mean ± std — higher is more useful")
-    ax.set_title(f"privacy–utility trade-off over seeds ({seeds})", fontsize=10)
+    ax.set_title(f"privacy–utility trade-off, mean ± std over seeds ({seeds})", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
