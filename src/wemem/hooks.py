@@ -162,7 +162,9 @@ class FailureSummaryHook:
                     results.append(catalog.load(name))
             except Exception as exc:  # noqa: BLE001 - an unreadable result: named, not fatal here
                 log.warning("%s could not be read for the run's summary: %s", name, exc)
-        failed = {r.get("namespace", "?"): r.get("error", "failed") for r in results
-                  if isinstance(r, dict) and r.get("status", "ok") != "ok"}
+        results = [r for r in results if isinstance(r, dict)]
+        repeats = len({r.get("seed") for r in results}) > 1  # name each failure with its seed
+        failed = {(f"{r.get('namespace', '?')} (seed {r.get('seed')})" if repeats else r.get("namespace", "?")):
+                  r.get("error", "failed") for r in results if r.get("status", "ok") != "ok"}
         if failed:
             raise CombinationsFailed(failed, len(results))

@@ -120,6 +120,13 @@ class Ranking(Section):
     preview_epochs: PosInt
 
 
+class Repeats(Section):
+    """``repeats``: ``seeds: null`` runs the chain once with the top-level ``seed``; a list of
+    seeds runs it once per seed, each in its namespace ``seed<N>`` (:mod:`wemem.pipelines.repeats`)."""
+
+    seeds: list[_number(int, 0)] | None = None
+
+
 class ValidatedParams(BaseModel):
     """The whole parameter tree; top-level keys not listed here are ignored."""
 
@@ -140,6 +147,7 @@ class ValidatedParams(BaseModel):
     sweeps: dict[str, Any] = {}  # checked by wemem.ml.sweeps.problems; expanded into `defenses` by the config loader
     mia_evaluation: MiaEvaluationSettings
     ranking: Ranking
+    repeats: Repeats = Repeats()
 
 
 # --------------------------------------------------------------------------- messages
@@ -316,6 +324,21 @@ def _grid_relations(params: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _repeats_relations(params: Mapping[str, Any]) -> list[str]:
+    seeds = _sect(params, "repeats").get("seeds")
+    if not isinstance(seeds, list):
+        return []
+    if not seeds:
+        return [_problem("repeats.seeds", seeds, "an empty list runs nothing",
+                         "null (one run with the top-level seed) or a list of distinct seeds")]
+    out, seen = [], set()
+    for i, s in enumerate(seeds):
+        if _int(s) and s in seen:
+            out.append(_problem(f"repeats.seeds[{i}]", s, "repeats an earlier seed (same namespace)", "distinct seeds"))
+        seen.add(s)
+    return out
+
+
 def validate_parameters(params: Mapping[str, Any]) -> ValidatedParams:
     """Checks the whole parameter tree; raises one :class:`ParameterError` listing every problem."""
     if not isinstance(params, Mapping):
@@ -327,7 +350,7 @@ def validate_parameters(params: Mapping[str, Any]) -> ValidatedParams:
     except ValidationError as exc:
         problems += [_message(e) for e in exc.errors()]
     relations = (_dataset_relations(params) + _defense_relations(params) + _grid_relations(params)
-                 + sweep_problems(params))
+                 + sweep_problems(params) + _repeats_relations(params))
     problems += [p for p in relations if p not in problems]
     if problems:
         raise ParameterError(problems)

@@ -1,8 +1,8 @@
 """The parts of the pipeline graph that parameters decide.
 
-How many memscore shards exist, whether scores are imported instead of estimated, and which
-(pruning method × sparsity × defense) combinations run are parameters (``conf/``), yet they
-decide which nodes exist. The project hook hands the run's config loader (with ``--env`` and
+How many memscore shards exist, whether scores are imported instead of estimated, which
+(pruning method × sparsity × defense) combinations run and over which seeds (``repeats.seeds``)
+are parameters (``conf/``), yet they decide which nodes exist. The project hook hands the run's config loader (with ``--env`` and
 ``--params`` applied) to this module before Kedro builds the pipelines; without a session
 (e.g. ``kedro registry list``) the project's ``conf/`` is read with ``KEDRO_ENV``.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wemem.config import CONFIG_LOADER_ARGS, ConfigLoader, read
-from wemem.ml.grid import Combo, combos_from
+from wemem.ml.grid import Combo, combos_from, seeds_from
 
 _config_loader: Any = None
 _built_for: tuple | None = None
@@ -26,9 +26,10 @@ class Structure:
     n_shards: int
     import_csv: bool
     combos: tuple[Combo, ...]
+    seeds: tuple[int, ...] | None = None  # repeats.seeds: one namespace per seed; None: no seed namespace
 
     def key(self) -> tuple:
-        return (self.n_shards, self.import_csv, self.combos)
+        return (self.n_shards, self.import_csv, self.combos, self.seeds)
 
 
 def _conf_source() -> str:
@@ -78,4 +79,5 @@ def current() -> Structure:
         n_shards=int(memscore.get("n_shards", 1)),
         import_csv=bool(memscore.get("import_csv")),
         combos=combos_from(params.get("pruning_defense", {})),
+        seeds=seeds_from(params.get("repeats")),
     )

@@ -1,9 +1,12 @@
-"""MLflow tracking of every ``kedro run``: a parent run, one child run per combination.
+"""MLflow tracking of every ``kedro run``: a parent run, one child run per (combination, seed).
 
 The hook reacts to data being saved, not to node names: a dataset whose catalog entry carries
-``metadata: {wemem: {mlflow: child_run}}`` (the attack results of one combination) becomes a
-child run with its params and metrics; a dataset of the ``reporting`` layer becomes an
-artifact of the parent run (a report set: one artifact per member).
+``metadata: {wemem: {mlflow: child_run}}`` (the attack results of one combination and seed)
+becomes a child run with its params and metrics; a dataset of the ``reporting`` layer becomes an
+artifact of the parent run (a report set: one artifact per member). With several seeds
+(``repeats.seeds``) the run ends with a summary run per combination (tag ``wemem.summary=true``):
+every child metric as ``<metric>_mean/_std/_ci_low/_ci_high`` and ``n_seeds``
+(:func:`wemem.ml.results.summary_metrics`).
 
 Reliability:
 
@@ -34,7 +37,7 @@ from kedro.framework.hooks import hook_impl
 
 from wemem.catalog_meta import child_run_datasets, reporting_datasets, wemem_role
 from wemem.config import read
-from wemem.ml.results import child_metrics, child_params
+from wemem.ml.results import child_metrics, child_params, child_run_name, summary_metrics, summary_run_name
 
 __all__ = ["MlflowTrackingHook", "PARENT_ENV", "URI_ENV", "OFF_ENV"]
 
@@ -83,6 +86,7 @@ class MlflowTrackingHook:
         self.parent_id: str | None = None
         self.settings: dict[str, Any] = {}
         self.seed: Any = None
+        self.seeds: Any = None
         self.catalog = None
         self.reports: list[str] = []
         self.failed = False
@@ -131,7 +135,9 @@ class MlflowTrackingHook:
         except Exception:  # noqa: BLE001 - no mlflow.yml: tracking off
             self.settings = {"enabled": False}
         self.project_path = Path(context.project_path)
-        self.seed = read(context.config_loader, "parameters").get("seed")
+        params = read(context.config_loader, "parameters")
+        self.seed = params.get("seed")
+        self.seeds = (params.get("repeats") or {}).get("seeds")
 
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog: dict[str, Any], **kwargs: Any) -> None:
@@ -191,6 +197,8 @@ class MlflowTrackingHook:
                                 tags=tags)
         client.log_param(run.info.run_id, "dataset", dataset)
         client.log_param(run.info.run_id, "seed", str(self.seed))
+        if self.seeds is not None:
+            client.log_param(run.info.run_id, "seeds", " ".join(str(s) for s in self.seeds))
         if abandoned.is_set():  # tracking is off for this run: leave no parent RUNNING
             client.set_terminated(run.info.run_id, "FAILED")
         return client, exp_id, run.info.run_id
@@ -242,7 +250,7 @@ class MlflowTrackingHook:
         run = self._call(client.get_run, parent)
         self.client, self.parent_id = client, parent
         self.exp_id = run.info.experiment_id
-        self.seed = run.data.params.get("seed")
+        self.seed, self.seeds = run.data.params.get("seed"), run.data.params.get("seeds")
 
     @hook_impl
     def before_node_run(self, node, catalog, inputs: dict[str, Any], is_async: bool, run_id: str) -> None:
@@ -283,15 +291,16 @@ class MlflowTrackingHook:
 
         ok = result.get("status", "ok") == "ok"
         self.failed = self.failed or not ok
-        tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": result["namespace"]}
+        tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": result["namespace"],
+                "wemem.seed": str(result.get("seed", self.seed))}
         if not ok:
             tags["wemem.error"] = str(result.get("error", "failed"))[:4900]
         if reused_from:
             tags["wemem.reused"] = reused_from
-        params = [Param(k, v) for k, v in child_params(result, self.seed).items()]
+        params = [Param(k, v) for k, v in child_params(result, result.get("seed", self.seed)).items()]
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in child_metrics(result).items()]
-        rid = self._call(self.client.create_run, self.exp_id, run_name=result["namespace"], tags=tags).info.run_id
+        rid = self._call(self.client.create_run, self.exp_id, run_name=child_run_name(result, self.seeds is not None), tags=tags).info.run_id
         self._call(self.client.log_batch, rid, metrics=metrics, params=params)
         if result.get("roc"):
             floors = {result["namespace"]: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
@@ -320,22 +329,43 @@ class MlflowTrackingHook:
             self._call(self.client.log_dict, self.parent_id, value, f"{name}.json")
 
     # ------------------------------------------------------------------ run end
-    def _log_reused(self, catalog) -> None:
-        """A child for every combination of the pipeline whose results exist on disk but have
-        no child under this parent (reused by ``--only-missing-outputs``, or logged by a worker
-        that could not reach the store)."""
+    def _log_reused(self, catalog) -> list[dict[str, Any]]:
+        """A child for every (combination, seed) of the pipeline whose results exist on disk but
+        have no child under this parent (reused by ``--only-missing-outputs``, or logged by a worker
+        that could not reach the store); returns every result found."""
         runs = self._call(self.client.search_runs, [self.exp_id],
                           filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'", max_results=10000)
-        logged = {r.data.tags.get("wemem.namespace") for r in runs}
+        logged = {(r.data.tags.get("wemem.namespace"), r.data.tags.get("wemem.seed")) for r in runs
+                  if r.data.tags.get("wemem.summary") != "true"}
+        found = []
         for name in self.children:
             if not catalog.exists(name):
                 continue
             result = catalog.load(name)
-            if result.get("namespace") in logged:
+            found.append(result)
+            if (result.get("namespace"), str(result.get("seed", self.seed))) in logged:
                 self.failed = self.failed or result.get("status", "ok") != "ok"
                 continue
             path = getattr(catalog.get(name), "_get_load_path", lambda: name)()
             self._log_child(result, reused_from=str(path))
+        return found
+
+    def _log_summaries(self, results: list[dict[str, Any]]) -> None:
+        """With several seeds, a summary run per combination (:func:`summary_metrics`)."""
+        from mlflow.entities import Metric, Param
+
+        if len({r.get("seed") for r in results}) < 2:
+            return
+        now = int(time.time() * 1000)
+        for ns, (params, metrics) in summary_metrics(results).items():
+            tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": ns, "wemem.summary": "true"}
+            name = summary_run_name(ns, int(metrics.get("n_seeds", 0)))
+            rid = self._call(self.client.create_run, self.exp_id, run_name=name, tags=tags).info.run_id
+            self._call(self.client.log_batch, rid, params=[Param(k, v) for k, v in params.items()])
+            entries = [Metric(k, v, now, 0) for k, v in metrics.items()]
+            for i in range(0, len(entries), 1000):  # MLflow takes at most 1000 metrics per batch
+                self._call(self.client.log_batch, rid, metrics=entries[i:i + 1000])
+            self._call(self.client.set_terminated, rid, "FINISHED")
 
     def _finish(self, status: str, catalog=None) -> None:
         """Logs the reused children (at the end of a run) and closes the parent. When tracking
@@ -344,7 +374,7 @@ class MlflowTrackingHook:
         if self.client is not None and self.parent_id is not None:
             try:
                 if catalog is not None:
-                    self._log_reused(catalog)
+                    self._log_summaries(self._log_reused(catalog))
                     status = "FAILED" if self.failed else status
                 self._call(self.client.set_terminated, self.parent_id, status)
             except Exception as exc:  # noqa: BLE001

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["KEYS", "aggregate_seeds", "mean_std_markdown"]
+__all__ = ["KEYS", "aggregate_seeds", "mean_std_markdown", "interval_markdown", "comparison_agg_markdown"]
 
 KEYS = ["dataset", "model", "pruning_method", "sparsity", "defense"]
 """The columns that name a combination; every other numeric column is a metric."""
@@ -82,3 +82,46 @@ def mean_std_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence
         cells.append(str(row["n_seeds"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def interval_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str] = ("defense",),
+                      scale: float = 100.0, digits: int = 2) -> str:
+    """A Markdown table of ``mean ± std [ci_low, ci_high]`` cells (the 95% interval of the mean;
+    with one seed only the mean): ``columns`` maps a metric to its header; values are multiplied
+    by ``scale`` (percent by default) except metrics measured in seconds."""
+    head = [*keys, *columns.values(), "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in agg.iterrows():
+        cells = [str(row[k]) for k in keys]
+        for col in columns:
+            f = 1.0 if "seconds" in col else scale
+            mean, std = row.get(f"{col}_mean", np.nan), row.get(f"{col}_std", np.nan)
+            lo, hi = row.get(f"{col}_ci_low", np.nan), row.get(f"{col}_ci_high", np.nan)
+            if not np.isfinite(mean):
+                cells.append("—")
+            elif np.isfinite(std):
+                cells.append(f"{f * mean:.{digits}f} ± {f * std:.{digits}f} [{f * lo:.{digits}f}, {f * hi:.{digits}f}]")
+            else:
+                cells.append(f"{f * mean:.{digits}f}")
+        cells.append(str(row["n_seeds"]) + (f" ({row['n_failed']} failed)" if row.get("n_failed") else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_agg_markdown(agg: pd.DataFrame, attacks: Sequence[str]) -> str:
+    """The aggregated comparison (``aggregate_seeds`` of the per-seed table) in the paper's layout:
+    test accuracy, each attack's accuracy, the attack chosen on the shadows (accuracy, AUC), the
+    max over attacks and the fine-tuning time, each as mean ± std [95% interval] over the seeds."""
+    from .attacks import ATTACKS
+
+    columns = {"test_acc": "Test Acc (%)", **{f"{a}_acc": ATTACKS.label(a) for a in attacks},
+               "chosen_acc": "Chosen attack Acc (%)", "chosen_auc": "Chosen attack AUC (%)",
+               "max_attack_acc": "Max (upper bound)", "finetune_seconds": "FT time (s)"}
+    columns = {k: v for k, v in columns.items() if f"{k}_mean" in agg.columns}
+    table = agg.assign(pruning=[("—" if m == "none" else f"{m} @ {float(s):.0%}")
+                                for m, s in zip(agg.get("pruning_method", []), agg.get("sparsity", []))])
+    keys = [k for k in ("dataset", "model", "pruning", "defense") if k in table.columns]
+    note = ("\nEach cell: mean ± sample std over the seeds [95% confidence interval of the mean, Student's t "
+            "with n−1 degrees of freedom]; with one seed, the value alone. Failed (combination, seed) rows are "
+            "left out and counted. The per-seed rows are defense_comparison.csv (column seed).\n")
+    return interval_markdown(table, columns, keys) + note

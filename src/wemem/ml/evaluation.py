@@ -258,8 +258,8 @@ def attack_record(
     tau_mode: str = "value",
 ) -> dict[str, Any]:
     """Calibrates/trains each chosen attack on the shadows, scores the victim (SPEC §8) and
-    returns the combination's record: its identity (``combo``, ``dataset``, ``model``, defense
-    and settings), status, the victim's accuracies and sample counts (``n_members``,
+    returns the combination's record: its identity (``combo``, ``dataset``, ``model``, the
+    ``seed`` of its repeat, defense and settings), status, the victim's accuracies and sample counts (``n_members``,
     ``n_nonmembers``), fine-tuning cost and accountant ε, what τ selected
     (:data:`RISK_RECORD`, rmr/swmr), every attack's metrics (with its
     empirical ε lower bound ``eps_lb`` and, given the victim's memorisation scores, its
@@ -271,7 +271,7 @@ def attack_record(
     meta = finetune_log.get("meta", {})
     victim_log = finetune_log.get("models", finetune_log).get("victim", {})
     result: dict[str, Any] = {
-        **combo.as_dict(), "dataset": dataset, "model": model,
+        **combo.as_dict(), "dataset": dataset, "model": model, "seed": int(seed),
         "status": meta.get("status", "ok"), "defense": meta.get("defense", combo.variant),
         "settings": meta.get("settings", {}),
     }

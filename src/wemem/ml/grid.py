@@ -3,6 +3,10 @@
 Each combination is one namespace of the pipelines (``l1_unstructured_s60.rsw``); the
 reference rows are ``unpruned`` (the trained models as they are) and
 ``<method>_s<NN>.one_shot`` (one pruning step to the final sparsity, then Base fine-tuning).
+
+Repeats (``repeats.seeds``) put the whole chain from the splits on once per seed, each in its
+namespace ``seed<N>`` (so ``seed43.l1_unstructured_s60.rsw``); without them (``seeds: null``) the
+chain runs once with the top-level ``seed`` and no seed namespace.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Combo", "combos_from"]
+__all__ = ["Combo", "combos_from", "seed_namespace", "seeds_from"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +61,14 @@ def combos_from(pruning_defense: Mapping[str, Any]) -> tuple[Combo, ...]:
                 combos.append(Combo(method, sparsity, "one_shot", one_shot=True))
             combos.extend(Combo(method, sparsity, d) for d in grid.get("defenses", []))
     return tuple(combos)
+
+
+def seed_namespace(seed: int) -> str:
+    """The namespace of one repeat: ``seed43``."""
+    return f"seed{int(seed)}"
+
+
+def seeds_from(repeats: Mapping[str, Any] | None) -> tuple[int, ...] | None:
+    """``repeats.seeds`` as a tuple (``None``: one run with the top-level ``seed``, no namespace)."""
+    seeds = (repeats or {}).get("seeds")
+    return None if seeds is None else tuple(int(s) for s in seeds)

@@ -19,6 +19,7 @@ __all__ = [
     "comparison_markdown",
     "time_cost_table",
     "plot_privacy_utility",
+    "plot_privacy_utility_seeds",
     "plot_roc_curves",
     "plot_memorisation_slices",
     "roc_curves_by_combination",
@@ -83,6 +84,7 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
         "sparsity": result.get("sparsity") if result.get("sparsity") is not None else 0.0,
         "defense": result["variant"],
         "defense_type": result.get("defense", result["variant"]),  # the registered defense of the variant
+        "seed": result.get("seed", np.nan),  # the repeat (repeats.seeds; else the top-level seed)
         "status": result.get("status", "ok"),
         "test_acc": result.get("test_acc", np.nan),
         "train_acc": result.get("train_acc", np.nan),
@@ -118,7 +120,8 @@ def comparison_row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def comparison_table(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (dataset, model, pruning method, sparsity, defense), reference rows first."""
+    """One row per (dataset, model, pruning method, sparsity, defense, seed), reference rows first
+    (a combination's seeds stay together, in the order of ``results``)."""
     rows = [comparison_row(r) for r in results]
     table = pd.DataFrame(rows)
     order = {"unpruned": 0, "one_shot": 1}
@@ -193,11 +196,12 @@ def comparison_markdown(table: pd.DataFrame, attacks: Sequence[str]) -> str:
 
 
 def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The paper's time-cost table: victim fine-tuning seconds per defense (pruned rows)."""
+    """The paper's time-cost table: victim fine-tuning seconds per defense (pruned rows; with
+    repeats, the mean over the seeds)."""
     pruned = table[table["pruning_method"] != "none"]
     return pruned.pivot_table(
         index=["dataset", "model", "pruning_method", "sparsity"], columns="defense",
-        values="finetune_seconds", aggfunc="first",
+        values="finetune_seconds", aggfunc="mean",
     ).reset_index()
 
 
@@ -306,6 +310,32 @@ def plot_memorisation_slices(table: pd.DataFrame) -> Figure:
     tau = ", ".join(f"{t:g}" for t in sorted(ok["tau"].dropna().unique())) if "tau" in ok else "—"
     n_high = ", ".join(str(int(n)) for n in sorted(ok["n_high"].dropna().unique())) if "n_high" in ok else "—"
     ax.set_title(f"exposure of high-memorisation members (τ = {tau}; {n_high} victim members ≥ τ)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_privacy_utility_seeds(agg: pd.DataFrame) -> Figure:
+    """The privacy–utility scatter over repeats: one point per combination at the mean over the
+    seeds (``aggregate_seeds`` columns) of the chosen attack's accuracy (the max over attacks
+    where no attack was chosen) and of the test accuracy, with error bars of ± one sample std."""
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    attack = "chosen_acc" if agg.get("chosen_acc_mean", pd.Series(dtype=float)).notna().any() else "max_attack_acc"
+    ok = agg[agg["n_seeds"] > 0] if "n_seeds" in agg else agg
+    for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
+        label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
+        x, y = group[f"{attack}_mean"], group["test_acc_mean"]
+        ax.errorbar(x, y, xerr=group[f"{attack}_std"].fillna(0), yerr=group["test_acc_std"].fillna(0), fmt="o",
+                    ms=5, capsize=3, label=label)
+        for xi, yi, d in zip(x, y, group["defense"]):
+            ax.annotate(d, (xi, yi), fontsize=8, xytext=(4, 3), textcoords="offset points")
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
+    what = "chosen attack" if attack == "chosen_acc" else "max over attacks"
+    seeds = "; ".join(sorted({str(s) for s in ok.get("seeds", [])}))
+    ax.set_xlabel(f"{what} accuracy (balanced), mean ± std over seeds — lower is more private")
+    ax.set_ylabel("victim test accuracy, mean ± std — higher is more useful")
+    ax.set_title(f"privacy–utility trade-off, mean ± std over seeds ({seeds})", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

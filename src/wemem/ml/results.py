@@ -1,11 +1,12 @@
-"""One combination's result as flat MLflow params and metrics (no MLflow import here)."""
+"""One combination's result as flat MLflow params and metrics, its run name, and the summary of
+several seeds' results (no MLflow import here)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-__all__ = ["child_params", "child_metrics"]
+__all__ = ["child_params", "child_metrics", "child_run_name", "summary_run_name", "summary_metrics"]
 
 
 def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
@@ -55,3 +56,41 @@ def child_metrics(result: dict[str, Any]) -> dict[str, float]:
     if accs:
         put("max_attack_acc", max(accs))
     return metrics
+
+
+def child_run_name(result: dict[str, Any], repeats: bool = False) -> str:
+    """The MLflow run name of one combination: its namespace (``l1_unstructured_s60.rsw``), with
+    repeats followed by its seed (``l1_unstructured_s60.rsw · seed 43``)."""
+    seed = result.get("seed")
+    return f"{result['namespace']} · seed {seed}" if repeats and seed is not None else result["namespace"]
+
+
+def summary_run_name(namespace: str, n_seeds: int) -> str:
+    """The MLflow run name of one combination's summary over the seeds."""
+    return f"{namespace} · mean of {n_seeds} seeds"
+
+
+def summary_metrics(results: list[dict[str, Any]]) -> dict[str, tuple[dict[str, str], dict[str, float]]]:
+    """Per combination (namespace) of ``results`` (attack results of several seeds), the summary
+    run's params and metrics: every child metric as ``<metric>_mean/_std/_ci_low/_ci_high`` over
+    the seeds whose status is ok (NaN ones left out), ``n_seeds`` and ``n_failed``."""
+    import pandas as pd
+
+    from wemem.ml.aggregate import aggregate_seeds
+
+    rows = [{"namespace": r["namespace"], "seed": r.get("seed"), "status": r.get("status", "ok"), **child_metrics(r)}
+            for r in results]
+    if not rows:
+        return {}
+    agg = aggregate_seeds(pd.DataFrame(rows), keys=["namespace"])
+    first = {r["namespace"]: r for r in results}
+    out = {}
+    for rec in agg.to_dict("records"):
+        ns = rec["namespace"]
+        params = {k: v for k, v in child_params(first[ns], "").items()
+                  if k in ("dataset", "model", "pruning_method", "sparsity", "defense", "variant")}
+        params.update(seeds=str(rec["seeds"]), n_failed=str(rec["n_failed"]))
+        metrics = {k: float(v) for k, v in rec.items() if k not in ("namespace", "seeds", "n_failed")
+                   and isinstance(v, (int, float)) and math.isfinite(v)}
+        out[ns] = (params, metrics)
+    return out

@@ -3,6 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from wemem import structure
+from wemem.pipelines.repeats import per_seed
 
 from .nodes import import_memscores, make_shard_node, merge_memscore_shards, summarise_memscores
 
@@ -29,7 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="merge_memscore_shards",
             ),
         ]
-    return Pipeline(
+    return per_seed(Pipeline(
         [
             *produce,
             Node(
@@ -39,4 +40,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="summarise_memscores",
             ),
         ]
-    )
+    ))

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wemem.ml.aggregate import aggregate_seeds, comparison_agg_markdown
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
 from wemem.ml.reporting import (
@@ -15,6 +16,7 @@ from wemem.ml.reporting import (
     comparison_table,
     plot_memorisation_slices,
     plot_privacy_utility,
+    plot_privacy_utility_seeds,
     plot_roc_curves,
     roc_curves_by_combination,
     roc_floors,
@@ -93,8 +95,11 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
     versus low-memorisation members per defense, the select step's choice (JSON and Markdown,
     :mod:`wemem.ml.select`) and the table in the paper's layout ``mia.experiment_table``
     (:mod:`wemem.ml.experiment_tables`). Failed combinations are rows with
-    ``status: failed`` and their error."""
+    ``status: failed`` and their error. The comparison table has one row per (combination,
+    seed); ``defense_comparison_agg`` (CSV and Markdown) aggregates each combination over the
+    seeds (mean, std, 95% interval: :func:`wemem.ml.aggregate.aggregate_seeds`)."""
     table = comparison_table(results)
+    agg = aggregate_seeds(table)
     selection = select_defenses(table, mia.select)
     return {
         "selection": selection,
@@ -102,8 +107,12 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
         "experiment_table_md": experiment_table(table, mia.experiment_table, mia.attacks),
         "defense_comparison": table,
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
+        "defense_comparison_agg": agg,
+        "defense_comparison_agg_md": comparison_agg_markdown(agg, mia.attacks),
         "time_cost": time_cost_table(table),
-        "privacy_utility_plot": plot_privacy_utility(table),
+        # with repeats, one point per combination: the mean over the seeds with ± std error bars
+        "privacy_utility_plot": (plot_privacy_utility_seeds(agg) if table["seed"].nunique() > 1
+                                 else plot_privacy_utility(table)),
         "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
         "memorisation_slices_plot": plot_memorisation_slices(table),
     }

@@ -6,6 +6,7 @@ from kedro.pipeline import Node, Pipeline
 
 from wemem import structure
 from wemem.ml.grid import Combo
+from wemem.pipelines.repeats import per_seed, seeded_names
 
 from .nodes import build_reports, compute_model_outputs, make_attack_node
 
@@ -39,14 +40,15 @@ def combo_pipeline(combo: Combo) -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     shape = structure.current()
-    combos = [combo_pipeline(c) for c in shape.combos]
+    combos = per_seed(sum((combo_pipeline(c) for c in shape.combos), Pipeline([])))
     with warnings.catch_warnings():
         # the report node reads each namespace's results by its full dotted name, on purpose
         warnings.filterwarnings("ignore", message="One or more dataset names contain '.'")
         report_node = Node(
             build_reports,
-            ["params:mia_evaluation", *[f"{c.namespace}.attack_results" for c in shape.combos]],
+            ["params:mia_evaluation",
+             *[name for c in shape.combos for name in seeded_names(f"{c.namespace}.attack_results")]],
             "reports",
             name="build_reports",
         )
-    return sum(combos, Pipeline([])) + Pipeline([report_node])
+    return combos + Pipeline([report_node])

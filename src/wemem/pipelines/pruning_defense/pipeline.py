@@ -5,6 +5,7 @@ from kedro.pipeline import Node, Pipeline
 
 from wemem import structure
 from wemem.ml.grid import Combo
+from wemem.pipelines.repeats import per_seed
 
 from .nodes import PruneNode, train_original_models
 
@@ -37,4 +38,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         )
     ])
     combos = [combo_pipeline(c) for c in structure.current().combos if c.method is not None]
-    return sum(combos, train)
+    return per_seed(sum(combos, train))

@@ -2,11 +2,13 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from wemem.pipelines.repeats import per_seed
+
 from .nodes import preview_windows, rank_memscores
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return Pipeline(
+    return per_seed(Pipeline(
         [
             Node(rank_memscores, "memscores", "rankings", name="rank_memscores"),
             Node(
@@ -16,4 +18,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="preview_windows",
             ),
         ]
-    )
+    ))
