@@ -41,6 +41,7 @@ from .attacks import (
 from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
 from .ranking import risk_threshold
+from .report_html import ReportSettings
 from .schema import Fraction, Section, Unit, choice, closest, fail, number
 from .train import predict_logits, resolve_device
 
@@ -81,6 +82,7 @@ class MiaEvaluationSettings(Section):
     choose_folds: number(int, 1) | None = None  # held-out shadows judged for chosen_attack (None: all)
     tau: Unit | None = None  # memorisation slices: high = score ≥ tau (None: the dataset's defense default)
     audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
+    report: ReportSettings = ReportSettings()  # the HTML report's accuracy budget (max_acc_drop)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -23,6 +23,8 @@ __all__ = [
     "plot_memorisation_slices",
     "roc_curves_by_combination",
     "roc_floors",
+    "chosen_roc_by_combination",
+    "plot_chosen_roc",
 ]
 
 
@@ -198,29 +200,115 @@ def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+_REFERENCE_STYLE = {"unpruned": ("*", "black", "unpruned (reference)"),
+                    "one_shot": ("D", "dimgrey", "one-shot pruning (reference)")}
+
+
+def _pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (lower x = more private, higher y = more
+    useful), sorted by x: the privacy–utility frontier."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _place_labels(ax: Any, items: Sequence[tuple[float, float, str, Any]]) -> None:
+    """Annotates each point ``(x, y, text, colour)`` at the first of a ring of offsets where its
+    label overlaps neither an earlier label nor a marker (greedy; the last offset when none is free)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = ax.figure
+    ax.set_xlim(ax.get_xlim())  # freeze the autoscaled limits before measuring in display space
+    ax.set_ylim(ax.get_ylim())
+    renderer = (fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)).get_renderer()
+    offsets = [(5, 4), (5, -11), (-5, 4), (-5, -11), (0, 10), (0, -16), (12, 0), (-12, 0), (8, 16), (-8, -22),
+               (18, 10), (-18, -16), (24, -4), (-24, 4)]
+    markers = [ax.transData.transform((x, y)) for x, y, _, _ in items]
+    taken: list[Any] = []
+    for x, y, text, colour in items:
+        chosen = None
+        for dx, dy in offsets:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, color=colour,
+                              ha="left" if dx >= 0 else "right")
+            box = ann.get_window_extent(renderer).expanded(1.05, 1.15)
+            hits_marker = any(box.contains(mx, my) for mx, my in markers)
+            if not hits_marker and not any(box.overlaps(b) for b in taken):
+                chosen = box
+                break
+            ann.remove()
+        if chosen is None:
+            ann = ax.annotate(text, (x, y), xytext=offsets[0], textcoords="offset points", fontsize=8, color=colour,
+                              arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5})
+            chosen = ann.get_window_extent(renderer)
+        taken.append(chosen)
+
+
 def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     """Test accuracy against the chosen attack's accuracy (the headline, filled), one point per
-    defense; a hollow marker joined to it shows the max over attacks (the upper bound)."""
-    fig = Figure(figsize=(7, 5))
+    defense and pruning setting; a hollow marker joined to it shows the max over attacks (the
+    upper bound). The references (unpruned, one-shot pruning) are black/grey stars and diamonds,
+    not defense colours; the Pareto frontier of the defenses (nothing both more private and more
+    useful) is a dashed step line. With several seeds per combination (a ``seed`` column) each
+    point is the mean with ± one standard deviation as error bars."""
+    fig = Figure(figsize=(8, 5.6))
     ax = fig.subplots()
-    ok = table[table["status"] == "ok"]
-    for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
-        label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
-        x = group["chosen_acc"].where(group["chosen_acc"].notna(), group["max_attack_acc"]) \
-            if "chosen_acc" in group else group["max_attack_acc"]
-        pts = ax.scatter(x, group["test_acc"], label=label, s=40)
-        ax.scatter(group["max_attack_acc"], group["test_acc"], s=40, facecolors="none",
-                   edgecolors=pts.get_facecolor())
-        for xi, (_, r) in zip(x, group.iterrows()):
-            ax.plot([xi, r["max_attack_acc"]], [r["test_acc"]] * 2, color="grey", lw=0.6)
-            ax.annotate(r["defense"], (xi, r["test_acc"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("chosen attack accuracy (balanced; hollow: max over attacks, upper bound) — lower is more private")
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    ok = ok.assign(_x=ok["chosen_acc"].where(ok["chosen_acc"].notna(), ok["max_attack_acc"])
+                   if "chosen_acc" in ok else ok["max_attack_acc"])
+    keys = ["pruning_method", "sparsity", "defense"]
+    agg = ok.groupby(keys, sort=False, dropna=False).agg(
+        x=("_x", "mean"), x_sd=("_x", "std"), y=("test_acc", "mean"), y_sd=("test_acc", "std"),
+        mx=("max_attack_acc", "mean"), n=("test_acc", "size")).reset_index()
+    defenses = [d for d in dict.fromkeys(agg["defense"]) if d not in _REFERENCE_STYLE]
+    colours = {d: f"C{i % 10}" for i, d in enumerate(defenses)}
+    settings = [s for s in dict.fromkeys(zip(agg["pruning_method"], agg["sparsity"])) if s[0] != "none"]
+    shapes = {s: m for s, m in zip(settings, "osv^<>phX")}
+    several = len(settings) > 1
+    labels: list[tuple[float, float, str, Any]] = []
+    seen: set[str] = set()
+    for _, r in agg.iterrows():
+        ref = _REFERENCE_STYLE.get(r["defense"])
+        setting = (r["pruning_method"], r["sparsity"])
+        if ref:
+            marker, colour, legend = ref
+            size = 110
+        else:
+            marker, colour, size = shapes.get(setting, "o"), colours[r["defense"]], 50
+            legend = r["defense"]
+        name = legend if legend not in seen else None
+        seen.add(legend)
+        if r["n"] > 1:
+            ax.errorbar(r["x"], r["y"], xerr=r["x_sd"], yerr=r["y_sd"], fmt="none", ecolor=colour, elinewidth=0.9,
+                        capsize=2, alpha=0.8)
+        ax.scatter([r["x"]], [r["y"]], marker=marker, s=size, color=colour, label=name, zorder=3,
+                   edgecolors="black" if ref else "none", linewidths=0.5)
+        ax.scatter([r["mx"]], [r["y"]], marker=marker, s=size * 0.8, facecolors="none", edgecolors=colour,
+                   linewidths=0.8, zorder=2)
+        ax.plot([r["x"], r["mx"]], [r["y"]] * 2, color=colour, lw=0.6, alpha=0.5)
+        text = ("unpruned" if r["defense"] == "unpruned" else r["defense"])
+        if several and r["defense"] != "unpruned":
+            text += f" ({r['pruning_method'].replace('_', ' ')} {r['sparsity']:.0%})"
+        labels.append((r["x"], r["y"], text, colour))
+    front = _pareto([(r["x"], r["y"]) for _, r in agg.iterrows() if r["defense"] not in _REFERENCE_STYLE])
+    if len(front) > 1:
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", color="#1f6f4a", lw=1.2, ls="--", label="Pareto frontier (defenses)", zorder=1)
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    for s, m in shapes.items() if several else []:
+        ax.scatter([], [], marker=m, color="grey", label=f"{s[0]} @ {s[1]:.0%}")
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="hollow: max over attacks")
+    if (agg["n"] > 1).any():
+        ax.errorbar([], [], xerr=[], yerr=[], fmt="none", ecolor="grey", label=f"± 1 sd over seeds (n = {int(agg['n'].max())})")
+    ax.margins(0.12)
+    ax.set_xlabel("chosen attack accuracy (balanced) — lower is more private")
     ax.set_ylabel("victim test accuracy — higher is more useful")
-    datasets = ", ".join(sorted(ok["dataset"].unique()))
+    datasets = ", ".join(sorted(ok["dataset"].unique())) if "dataset" in ok else ""
     ax.set_title(f"privacy–utility trade-off ({datasets})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
+    _place_labels(ax, labels)
     return fig
 
 
@@ -240,41 +328,115 @@ def roc_floors(results: Sequence[dict[str, Any]]) -> dict[str, float]:
             if r.get("status") == "ok" and r.get("roc") and r.get("n_nonmembers")}
 
 
+def _roc_legend(attack: str, metrics: Mapping[str, Any] | None) -> str:
+    """``Attack (AUC 0.61, TPR@1% 3.2%)``; TPR@1% is ``n/m`` when not measurable."""
+    label = ATTACKS.label(attack) if attack in ATTACKS else attack
+    if not metrics:
+        return label
+    auc, tpr = metrics.get("auc"), metrics.get("tpr_at_1fpr")
+    auc_s = "—" if _missing(auc) else f"{float(auc):.2f}"
+    tpr_s = "n/m" if _missing(tpr) else f"{100 * float(tpr):.1f}%"
+    return f"{label} (AUC {auc_s}, TPR@1% {tpr_s})"
+
+
+def _loglog(ax: Any, lo: float) -> None:
+    ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, 1)
+    ax.set_ylim(lo, 1)
+    ax.set_ylabel("TPR")
+
+
 def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]],
-                    floors: Mapping[str, float] | None = None) -> Figure:
+                    floors: Mapping[str, float] | None = None,
+                    metrics: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> Figure:
     """Victim ROC curves on log-log axes: one panel per defense, one line per attack.
 
     Args:
         curves: ``{defense label: {attack: {"fpr": [...], "tpr": [...]}}}``.
         floors: per label, the FPR resolution 1/n_nonmembers: the panel's FPR axis starts there
             (points below it, i.e. FPR 0, are drawn at it); missing: 1e-4.
+        metrics: per label, ``{attack: {"auc": ..., "tpr_at_1fpr": ...}}``: with it each panel has
+            its own legend with every attack's AUC and TPR at 1% FPR; without it one shared legend.
+            Legends sit to the right of their panel, inside the figure (nothing is clipped).
     """
     floors = floors or {}
     n = max(len(curves), 1)
-    cols = min(4, n)
+    cols = min(3 if metrics else 4, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(4 * cols, 3.6 * rows))
+    panel_w = 7.2 if metrics else 4.0
+    fig = Figure(figsize=(panel_w * cols + (0 if metrics else 1.6), 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (label, attacks) in zip(axes.flat, curves.items()):
         lo = float(floors.get(label, 1e-4))
+        own = (metrics or {}).get(label)
         for attack, pts in attacks.items():
             fpr = np.clip(np.asarray(pts["fpr"], dtype=float), lo, 1)
             tpr = np.clip(np.asarray(pts["tpr"], dtype=float), lo, 1)
-            ax.plot(fpr, tpr, lw=1, label=ATTACKS.label(attack))
-        ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo, 1)
-        ax.set_ylim(lo, 1)
+            ax.plot(fpr, tpr, lw=1, label=_roc_legend(attack, (own or {}).get(attack)) if own else ATTACKS.label(attack))
+        _loglog(ax, lo)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel(f"FPR (from 1/n_non = {lo:.2g})" if label in floors else "FPR")
-        ax.set_ylabel("TPR")
+        if own:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(10, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    if handles and not metrics:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    return fig
+
+
+def chosen_roc_by_combination(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per evaluated combination, the victim ROC of its chosen attack (the strongest where none
+    was chosen): ``{"label", "attack", "chosen", "fpr", "tpr", "auc", "tpr_at_1fpr", "floor",
+    "reference"}``, for :func:`plot_chosen_roc`."""
+    out = []
+    for r in results:
+        if r.get("status", "ok") != "ok" or not r.get("roc"):
+            continue
+        metrics = r.get("attacks") or {}
+        attack = r.get("chosen_attack") or ""
+        chosen = attack in r["roc"]
+        if not chosen:
+            attack = (r.get("strongest_attack") or strongest_attack(metrics)[0]) if metrics else next(iter(r["roc"]))
+            if attack not in r["roc"]:
+                attack = next(iter(r["roc"]))
+        m = metrics.get(attack) or {}
+        out.append({"label": _combination_label(r), "attack": attack, "chosen": chosen,
+                    "fpr": r["roc"][attack]["fpr"], "tpr": r["roc"][attack]["tpr"], "auc": m.get("auc"),
+                    "tpr_at_1fpr": m.get("tpr_at_1fpr"),
+                    "floor": 1.0 / r["n_nonmembers"] if r.get("n_nonmembers") else 1e-4,
+                    "reference": r.get("variant") in ("unpruned", "one_shot")})
+    return out
+
+
+def plot_chosen_roc(curves: Sequence[Mapping[str, Any]]) -> Figure:
+    """One log-log panel: per defense, the victim ROC of the attack chosen on the shadows, the
+    legend naming the defense, the attack, its AUC and its TPR at 1% FPR ("n/m" where 1/n_nonmembers
+    cannot resolve it). The FPR axis starts at the coarsest 1/n_nonmembers of the curves; the
+    references (unpruned, one-shot) are black and grey dashed lines."""
+    fig = Figure(figsize=(10, 5.6), layout="constrained")
+    ax = fig.subplots()
+    lo = max([float(c["floor"]) for c in curves] or [1e-4])
+    colours = iter(f"C{i % 10}" for i in range(1000))
+    for c in curves:
+        fpr = np.clip(np.asarray(c["fpr"], dtype=float), lo, 1)
+        tpr = np.clip(np.asarray(c["tpr"], dtype=float), lo, 1)
+        if c.get("reference"):
+            style = {"color": "black" if c["label"].startswith("unpruned") else "dimgrey", "ls": "--", "lw": 1.4}
+        else:
+            style = {"color": next(colours), "lw": 1.4}
+        name = _roc_legend(c["attack"], {"auc": c.get("auc"), "tpr_at_1fpr": c.get("tpr_at_1fpr")})
+        ax.plot(fpr, tpr, label=f"{c['label']} — {name}" + ("" if c.get("chosen", True) else " [strongest]"), **style)
+    _loglog(ax, lo)
+    ax.axvline(0.01, color="#c0392b", lw=0.7, ls=":")
+    ax.set_xlabel(f"FPR (log; from 1/n_nonmembers = {lo:.2g}; dotted: 1%)")
+    ax.set_title("victim ROC of the chosen attack, per defense")
+    if curves:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0)
     return fig
 
 

@@ -10,14 +10,14 @@ import pandas as pd
 
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
+from wemem.ml.report_html import answer, render_report, run_settings, software_versions
 from wemem.ml.reporting import (
+    chosen_roc_by_combination,
     comparison_markdown,
     comparison_table,
+    plot_chosen_roc,
     plot_memorisation_slices,
     plot_privacy_utility,
-    plot_roc_curves,
-    roc_curves_by_combination,
-    roc_floors,
     time_cost_table,
 )
 from wemem.params import DatasetSettings
@@ -86,16 +86,29 @@ def make_attack_node(combo: Combo) -> AttackNode:
 
 def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[str, Any]:
     """The run's reports, saved as one unit (``reports``, a ReportSetDataset): the comparison
-    table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC
-    curves per defense (FPR axis from 1/n_nonmembers) and the chosen attack's exposure of high-
-    versus low-memorisation members per defense. Failed combinations are rows with
-    ``status: failed`` and their error."""
+    table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC of
+    the chosen attack per defense (log-log, FPR axis from 1/n_nonmembers), the chosen attack's
+    exposure of high- versus low-memorisation members per defense, and all of it on one HTML page
+    that leads with the answer (the best defense within ``mia_evaluation.report.max_acc_drop``).
+    Failed combinations are rows with ``status: failed`` and their error."""
     table = comparison_table(results)
+    time_cost = time_cost_table(table)
+    privacy_utility = plot_privacy_utility(table)
+    roc = plot_chosen_roc(chosen_roc_by_combination(results))
+    slices = plot_memorisation_slices(table)
+    page = render_report(
+        table, answer(table, mia.report.max_acc_drop),
+        {"privacy-utility": ("Privacy–utility trade-off: test accuracy against the chosen attack's accuracy "
+                             "(hollow: max over attacks); dashed: the Pareto frontier", privacy_utility),
+         "roc": ("Victim ROC of the chosen attack per defense (log-log)", roc),
+         "memorisation": ("Chosen attack's TPR on high- vs low-memorisation members", slices)},
+        time_cost=time_cost, settings=run_settings(table, mia.as_dict()), versions=software_versions())
     return {
         "defense_comparison": table,
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
-        "time_cost": time_cost_table(table),
-        "privacy_utility_plot": plot_privacy_utility(table),
-        "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
-        "memorisation_slices_plot": plot_memorisation_slices(table),
+        "time_cost": time_cost,
+        "privacy_utility_plot": privacy_utility,
+        "roc_curves_plot": roc,
+        "memorisation_slices_plot": slices,
+        "report_html": page,
     }
