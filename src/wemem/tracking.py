@@ -34,7 +34,7 @@ from kedro.framework.hooks import hook_impl
 
 from wemem.catalog_meta import child_run_datasets, reporting_datasets, wemem_role
 from wemem.config import read
-from wemem.ml.results import child_metrics, child_params
+from wemem.ml.results import child_metrics, child_params, child_run_name, child_tags
 
 __all__ = ["MlflowTrackingHook", "PARENT_ENV", "URI_ENV", "OFF_ENV"]
 
@@ -83,6 +83,7 @@ class MlflowTrackingHook:
         self.parent_id: str | None = None
         self.settings: dict[str, Any] = {}
         self.seed: Any = None
+        self.max_acc_drop = 0.02  # mia_evaluation.report.max_acc_drop: the accuracy budget of the answer
         self.catalog = None
         self.reports: list[str] = []
         self.failed = False
@@ -131,7 +132,10 @@ class MlflowTrackingHook:
         except Exception:  # noqa: BLE001 - no mlflow.yml: tracking off
             self.settings = {"enabled": False}
         self.project_path = Path(context.project_path)
-        self.seed = read(context.config_loader, "parameters").get("seed")
+        params = read(context.config_loader, "parameters")
+        self.seed = params.get("seed")
+        report = ((params.get("mia_evaluation") or {}).get("report") or {})
+        self.max_acc_drop = float(report.get("max_acc_drop", 0.02))
 
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog: dict[str, Any], **kwargs: Any) -> None:
@@ -283,7 +287,7 @@ class MlflowTrackingHook:
 
         ok = result.get("status", "ok") == "ok"
         self.failed = self.failed or not ok
-        tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": result["namespace"]}
+        tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": result["namespace"], **child_tags(result)}
         if not ok:
             tags["wemem.error"] = str(result.get("error", "failed"))[:4900]
         if reused_from:
@@ -291,12 +295,13 @@ class MlflowTrackingHook:
         params = [Param(k, v) for k, v in child_params(result, self.seed).items()]
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in child_metrics(result).items()]
-        rid = self._call(self.client.create_run, self.exp_id, run_name=result["namespace"], tags=tags).info.run_id
+        name = child_run_name(result)
+        rid = self._call(self.client.create_run, self.exp_id, run_name=name, tags=tags).info.run_id
         self._call(self.client.log_batch, rid, metrics=metrics, params=params)
         if result.get("roc"):
-            floors = {result["namespace"]: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
-            self._call(self.client.log_figure, rid, plot_roc_curves({result["namespace"]: result["roc"]}, floors),
-                       "roc_curves.png")
+            floors = {name: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
+            figure = plot_roc_curves({name: result["roc"]}, floors, {name: result.get("attacks") or {}})
+            self._call(self.client.log_figure, rid, figure, "roc_curves.png", save_kwargs={"bbox_inches": "tight"})
         self._call(self.client.set_terminated, rid, "FINISHED" if ok else "FAILED")
 
     def _log_artifact(self, name: str, value: Any) -> None:
@@ -304,6 +309,8 @@ class MlflowTrackingHook:
         if isinstance(members, dict) and isinstance(value, dict):
             for member, data in value.items():
                 self._log_artifact_value(member, data)
+            if "defense_comparison" in value:
+                self._describe_parent(value["defense_comparison"])
             return
         self._log_artifact_value(name, value)
 
@@ -311,13 +318,37 @@ class MlflowTrackingHook:
         from matplotlib.figure import Figure
 
         if isinstance(value, Figure):
-            self._call(self.client.log_figure, self.parent_id, value, f"{name}.png")
+            self._call(self.client.log_figure, self.parent_id, value, f"{name}.png", save_kwargs={"bbox_inches": "tight"})
+        elif isinstance(value, str) and value.lstrip().lower().startswith("<!doctype html"):
+            self._call(self.client.log_text, self.parent_id, value, f"{name}.html")
         elif isinstance(value, str):
             self._call(self.client.log_text, self.parent_id, value, f"{name}.md")
         elif hasattr(value, "to_csv"):
             self._call(self.client.log_text, self.parent_id, value.to_csv(index=False), f"{name}.csv")
         elif isinstance(value, dict):
             self._call(self.client.log_dict, self.parent_id, value, f"{name}.json")
+
+    def _describe_parent(self, table: Any) -> None:
+        """The parent run's description (``mlflow.note.content``, shown on its page and as the
+        Description column) with the one-line answer, and the answer's numbers as parent metrics
+        (``best_chosen_attack_acc``, ``best_test_acc``, ``base_*``, ``unpruned_*``) and tags."""
+        from mlflow.entities import Metric, RunTag
+
+        from wemem.ml.report_html import answer, answer_metrics
+
+        ans = answer(table, self.max_acc_drop)
+        best = ans.get("best") or {}
+        note = [f"**{ans['text']}**", "", ans["question"], "",
+                "Open this run's artifact `report_html.html` for the full report; expand the run for one "
+                "child per defense (name: `defense · pruning`)."]
+        tags = {"mlflow.note.content": "\n".join(note)}
+        if best:
+            tags["wemem.best_defense"] = str(best["defense"])
+        self._call(self.client.log_batch, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in answer_metrics(ans).items()]
+        if metrics:
+            self._call(self.client.log_batch, self.parent_id, metrics=metrics)
 
     # ------------------------------------------------------------------ run end
     def _log_reused(self, catalog) -> None:

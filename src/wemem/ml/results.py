@@ -5,7 +5,30 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["child_params", "child_metrics"]
+__all__ = ["child_params", "child_metrics", "child_run_name", "child_tags", "REFERENCE_VARIANTS"]
+
+REFERENCE_VARIANTS = ("unpruned", "one_shot")
+"""Combinations that are references, not defenses."""
+
+
+def child_run_name(result: dict[str, Any]) -> str:
+    """The child run's name, leading with what a reader compares: the defense, then the pruning
+    (``rsw · l1_unstructured 60%``); the references read ``unpruned`` and
+    ``one_shot · l1_unstructured 60%``."""
+    variant = str(result.get("variant") or result.get("namespace"))
+    if not result.get("method"):
+        return variant
+    return f"{variant} · {result['method']} {float(result.get('sparsity') or 0):.0%}"
+
+
+def child_tags(result: dict[str, Any]) -> dict[str, str]:
+    """Tags of a child run: ``wemem.defense`` (the grid's variant), ``wemem.pruning`` and, on the
+    unpruned and one-shot rows, ``wemem.reference=true`` (false elsewhere), so a search such as
+    ``tags.wemem.reference = 'false'`` keeps the defenses only."""
+    variant = str(result.get("variant") or "")
+    pruning = "none" if not result.get("method") else f"{result['method']} {float(result.get('sparsity') or 0):.0%}"
+    return {"wemem.defense": variant, "wemem.pruning": pruning,
+            "wemem.reference": "true" if variant in REFERENCE_VARIANTS else "false"}
 
 
 def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
@@ -17,8 +40,10 @@ def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
         "model": result.get("model"),
         "pruning_method": result.get("method") or "none",
         "sparsity": result.get("sparsity") if result.get("sparsity") is not None else 0.0,
-        "defense": result.get("defense"),
+        # a reference row names itself (the one-shot row fine-tunes with Base, but is not "base")
+        "defense": result.get("variant") if result.get("variant") in REFERENCE_VARIANTS else result.get("defense"),
         "variant": result.get("variant"),
+        "reference": result.get("variant") in REFERENCE_VARIANTS,
         "status": result.get("status", "ok"),
         "chosen_attack": result.get("chosen_attack") or "",
         "strongest_attack": result.get("strongest_attack") or "",
