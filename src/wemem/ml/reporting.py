@@ -258,6 +258,9 @@ def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     ok = ok.assign(_x=ok["chosen_acc"].where(ok["chosen_acc"].notna(), ok["max_attack_acc"])
                    if "chosen_acc" in ok else ok["max_attack_acc"])
     keys = ["pruning_method", "sparsity", "defense"]
+    if "seed" not in ok:  # no repeats: one point per row
+        ok = ok.assign(_row=range(len(ok)))
+        keys.append("_row")
     agg = ok.groupby(keys, sort=False, dropna=False).agg(
         x=("_x", "mean"), x_sd=("_x", "std"), y=("test_acc", "mean"), y_sd=("test_acc", "std"),
         mx=("max_attack_acc", "mean"), n=("test_acc", "size")).reset_index()
