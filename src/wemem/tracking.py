@@ -329,26 +329,16 @@ class MlflowTrackingHook:
             self._call(self.client.log_dict, self.parent_id, value, f"{name}.json")
 
     def _describe_parent(self, table: Any) -> None:
-        """The parent run's description (``mlflow.note.content``, shown on its page and as the
-        Description column) with the one-line answer, and the answer's numbers as parent metrics
-        (``best_chosen_attack_acc``, ``best_test_acc``, ``base_*``, ``unpruned_*``) and tags."""
+        """The parent run's description (``mlflow.note.content``) with the one-line answer, and
+        the answer's numbers as parent metrics and tags (:func:`wemem.ml.report_html.parent_summary`)."""
         from mlflow.entities import Metric, RunTag
 
-        from wemem.ml.report_html import answer, answer_metrics
+        from wemem.ml.report_html import parent_summary
 
-        ans = answer(table, self.max_acc_drop)
-        best = ans.get("best") or {}
-        note = [f"**{ans['text']}**", "", ans["question"], "",
-                "Open this run's artifact `report_html.html` for the full report; expand the run for one "
-                "child per defense (name: `defense · pruning`)."]
-        tags = {"mlflow.note.content": "\n".join(note)}
-        if best:
-            tags["wemem.best_defense"] = str(best["defense"])
-        self._call(self.client.log_batch, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        tags, values = parent_summary(table, self.max_acc_drop)
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for k, v in answer_metrics(ans).items()]
-        if metrics:
-            self._call(self.client.log_batch, self.parent_id, metrics=metrics)
+        self._call(self.client.log_batch, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()],
+                   metrics=[Metric(k, v, now, 0) for k, v in values.items()])
 
     # ------------------------------------------------------------------ run end
     def _log_reused(self, catalog) -> None:

@@ -211,3 +211,12 @@ def test_child_runs_lead_with_the_defense_and_tag_references():
     # the one-shot row fine-tunes with Base but does not read "base"
     assert child_params(one_shot, 0)["defense"] == "one_shot"
     assert child_params(rsw, 0)["defense"] == "rsw"
+
+
+def test_parent_summary_describes_the_answer(table):
+    from wemem.ml.report_html import parent_summary
+
+    tags, metrics = parent_summary(table, 0.02)
+    assert tags["wemem.best_defense"] == "rsw"
+    assert tags["mlflow.note.content"].startswith("**RSW (l1_unstructured @ 60%) is the best defense")
+    assert metrics["best_chosen_attack_acc"] == pytest.approx(0.60)

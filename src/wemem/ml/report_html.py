@@ -23,7 +23,7 @@ import pandas as pd
 from .attacks import ATTACKS
 from .schema import Section, number
 
-__all__ = ["ReportSettings", "answer", "answer_metrics", "render_report", "run_settings", "software_versions",
+__all__ = ["ReportSettings", "answer", "answer_metrics", "parent_summary", "render_report", "run_settings", "software_versions",
            "REFERENCES"]
 
 REFERENCES = ("unpruned", "one_shot")
@@ -169,6 +169,20 @@ def answer_metrics(ans: Mapping[str, Any]) -> dict[str, float]:
             if r.get(metric) is not None:
                 out[f"{who}_{'chosen_attack_acc' if metric == 'attack_acc' else metric}"] = float(r[metric])
     return out
+
+
+def parent_summary(table: pd.DataFrame, max_acc_drop: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Tags and metrics of the run's parent in MLflow: its description ``mlflow.note.content``
+    (Markdown: the answer, the question, where the details are), ``wemem.best_defense``, and
+    :func:`answer_metrics`."""
+    ans = answer(table, max_acc_drop)
+    note = [f"**{ans['text']}**", "", ans["question"], "",
+            "Full report: this run's artifact `report_html.html`. Expand this run for one child run per "
+            "defense (named `defense · pruning`; references `unpruned`, `one_shot`)."]
+    tags = {"mlflow.note.content": "\n".join(note)}
+    if ans.get("best"):
+        tags["wemem.best_defense"] = str(ans["best"]["defense"])
+    return tags, answer_metrics(ans)
 
 
 def software_versions(packages: Sequence[str] = ("wemem", "torch", "numpy", "pandas", "scikit-learn", "opacus",
