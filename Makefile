@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 viz: $(STAMP)
-	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
+	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser --include-previews
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
