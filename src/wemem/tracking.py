@@ -335,7 +335,8 @@ class MlflowTrackingHook:
 
         from wemem.ml.report_html import parent_summary
 
-        tags, values = parent_summary(table, self.max_acc_drop)
+        name = self._call(self.client.get_run, self.parent_id).info.run_name
+        tags, values = parent_summary(table, self.max_acc_drop, name)
         now = int(time.time() * 1000)
         self._call(self.client.log_batch, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()],
                    metrics=[Metric(k, v, now, 0) for k, v in values.items()])

@@ -216,7 +216,8 @@ def test_child_runs_lead_with_the_defense_and_tag_references():
 def test_parent_summary_describes_the_answer(table):
     from wemem.ml.report_html import parent_summary
 
-    tags, metrics = parent_summary(table, 0.02)
+    tags, metrics = parent_summary(table, 0.02, "mnist1d · __default__ · 2026-12-01T23.44")
     assert tags["wemem.best_defense"] == "rsw"
+    assert tags["mlflow.runName"] == "mnist1d · best: rsw · __default__ · 2026-12-01T23.44"
     assert tags["mlflow.note.content"].startswith("**RSW (l1_unstructured @ 60%) is the best defense")
     assert metrics["best_chosen_attack_acc"] == pytest.approx(0.60)

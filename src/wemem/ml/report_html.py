@@ -171,10 +171,13 @@ def answer_metrics(ans: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def parent_summary(table: pd.DataFrame, max_acc_drop: float) -> tuple[dict[str, str], dict[str, float]]:
+def parent_summary(table: pd.DataFrame, max_acc_drop: float,
+                   run_name: str | None = None) -> tuple[dict[str, str], dict[str, float]]:
     """Tags and metrics of the run's parent in MLflow: its description ``mlflow.note.content``
     (Markdown: the answer, the question, where the details are), ``wemem.best_defense``, and
-    :func:`answer_metrics`."""
+    :func:`answer_metrics`. With the parent's ``run_name`` (``mnist1d · __default__ · <time>``),
+    also a new name that carries the answer after the dataset (``mnist1d · best: rsw · ...``),
+    so the runs list shows it before the name is cut."""
     ans = answer(table, max_acc_drop)
     note = [f"**{ans['text']}**", "", ans["question"], "",
             "Full report: this run's artifact `report_html.html`. Expand this run for one child run per "
@@ -182,6 +185,9 @@ def parent_summary(table: pd.DataFrame, max_acc_drop: float) -> tuple[dict[str, 
     tags = {"mlflow.note.content": "\n".join(note)}
     if ans.get("best"):
         tags["wemem.best_defense"] = str(ans["best"]["defense"])
+        if run_name and " · best: " not in run_name:
+            head, _, rest = run_name.partition(" · ")
+            tags["mlflow.runName"] = " · ".join(p for p in (head, f"best: {ans['best']['defense']}", rest) if p)
     return tags, answer_metrics(ans)
 
 
