@@ -44,6 +44,14 @@ def browser():
         b.close()
 
 
+def _dismiss_tips(page) -> None:
+    """Closes the GenAI overview's "Detect Issues" tip when it pops up (it covers the page)."""
+    try:
+        page.get_by_role("button", name="Got it").click(timeout=8_000)
+    except sync_api.TimeoutError:
+        pass
+
+
 def _images_loaded(page) -> list[int]:
     return page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
 
@@ -79,6 +87,7 @@ def test_mlflow_ui_leads_with_the_defense_and_the_answer(tmp_path, reports, brow
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         # the runs list of the experiment, in the UI's "Model training" mode (it opens in GenAI)
         page.goto(f"{base}/#/experiments/{store['experiment_id']}")
+        _dismiss_tips(page)
         page.get_by_text("Model training", exact=True).first.click(timeout=60_000)
         parent = page.get_by_text("mnist1d · best: rsw", exact=False).first
         parent.wait_for(timeout=60_000)
