@@ -221,3 +221,13 @@ def test_parent_summary_describes_the_answer(table):
     assert tags["mlflow.runName"] == "mnist1d · best: rsw · __default__ · 2026-12-01T23.44"
     assert tags["mlflow.note.content"].startswith("**RSW (l1_unstructured @ 60%) is the best defense")
     assert metrics["best_chosen_attack_acc"] == pytest.approx(0.60)
+
+
+def test_failed_combination_is_a_row_of_the_page_not_a_candidate():
+    rows = default_grid()
+    rows[3] = fake_result("rsw", 0.5, 0.5, status="failed") | {"error": "boom: out of memory"}
+    table = comparison_table(rows)
+    ans = answer(table, 0.02)
+    assert ans["best"]["defense"] == "rmr"  # rsw (the answer before) failed: next lowest within budget
+    page = render_report(table, ans, {})
+    assert "FAILED: boom: out of memory" in page
