@@ -231,3 +231,11 @@ def test_failed_combination_is_a_row_of_the_page_not_a_candidate():
     assert ans["best"]["defense"] == "rmr"  # rsw (the answer before) failed: next lowest within budget
     page = render_report(table, ans, {})
     assert "FAILED: boom: out of memory" in page
+
+
+def test_reports_of_a_run_where_every_combination_failed():
+    from wemem.pipelines.mia_evaluation.nodes import build_reports
+
+    rows = [fake_result(v, 0.5, 0.5, status="failed") | {"error": "x"} for v in ("base", "rsw")]
+    out = build_reports(MiaEvaluationSettings.model_validate({"attacks": ATTACKS}), *rows)
+    assert "No answer" in out["report_html"] and out["report_html"].count("FAILED: x") == 2

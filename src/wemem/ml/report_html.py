@@ -77,7 +77,9 @@ def _means(table: pd.DataFrame) -> pd.DataFrame:
             "finetune_seconds": _f(g["finetune_seconds"].mean()) if "finetune_seconds" in g else math.nan,
             "strongest_attack": first.get("strongest_attack", ""),
         })
-    return pd.DataFrame(rows)
+    columns = keys + ["test_acc", "test_acc_std", "attack_acc", "attack_acc_std", "n_seeds", "chosen_attack",
+                      "chosen_auc", "chosen_tpr_at_1fpr", "max_attack_acc", "finetune_seconds", "strongest_attack"]
+    return pd.DataFrame(rows, columns=columns)  # the columns even when no combination succeeded
 
 
 def _entry(r: Mapping[str, Any]) -> dict[str, Any]:
