@@ -41,7 +41,7 @@ from .attacks import (
 from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
 from .ranking import risk_threshold
-from .report_html import ReportSettings
+from .answer import ReportSettings
 from .schema import Fraction, Section, Unit, choice, closest, fail, number
 from .train import predict_logits, resolve_device
 
