@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install viz mlflow-ui benchmarks clean-venv
+.PHONY: run test install viz viz-build mlflow-ui benchmarks clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,8 +21,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# `kedro viz run` always serves dataset previews (the `reports` node previews the HTML report);
+# `kedro viz run` has no --include-previews flag: only `kedro viz build` needs it.
 viz: $(STAMP)
 	$(BIN)/kedro viz run --host 127.0.0.1 --no-browser
+
+viz-build: $(STAMP)
+	$(BIN)/kedro viz build --include-previews
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -26,3 +26,7 @@ def test_viz_build_shows_data_ingestion_with_layers(tmp_path):
     assert layers["split_sizes"] == "reporting"
     default = json.loads((api / "__default__").read_text())
     assert {"intermediate", "primary", "feature", "models", "model_output", "reporting"} <= set(default["layers"])
+    # kedro-viz labels a node by its name without the namespace: the name carries the combination
+    tasks = {n["name"] for n in default["nodes"] if n["type"] == "task"}
+    assert {"rsw_l1_unstructured_60.prune_and_defend", "unpruned.run_membership_attacks",
+            "one_shot_l1_unstructured_60.compute_model_outputs"} <= tasks

@@ -37,7 +37,8 @@ from kedro.framework.hooks import hook_impl
 
 from wemem.catalog_meta import child_run_datasets, reporting_datasets, wemem_role
 from wemem.config import read
-from wemem.ml.results import child_metrics, child_params, child_run_name, summary_metrics, summary_run_name
+from wemem.ml.results import child_metrics, child_params, child_run_name, child_tags
+from wemem.mlflow_logging import log_summaries, log_value
 
 __all__ = ["MlflowTrackingHook", "PARENT_ENV", "URI_ENV", "OFF_ENV"]
 
@@ -87,6 +88,7 @@ class MlflowTrackingHook:
         self.settings: dict[str, Any] = {}
         self.seed: Any = None
         self.seeds: Any = None
+        self.max_acc_drop = 0.02  # mia_evaluation.report.max_acc_drop: the accuracy budget of the answer
         self.catalog = None
         self.reports: list[str] = []
         self.failed = False
@@ -138,6 +140,8 @@ class MlflowTrackingHook:
         params = read(context.config_loader, "parameters")
         self.seed = params.get("seed")
         self.seeds = (params.get("repeats") or {}).get("seeds")
+        report = ((params.get("mia_evaluation") or {}).get("report") or {})
+        self.max_acc_drop = float(report.get("max_acc_drop", 0.02))
 
     @hook_impl
     def after_catalog_created(self, catalog, conf_catalog: dict[str, Any], **kwargs: Any) -> None:
@@ -292,7 +296,7 @@ class MlflowTrackingHook:
         ok = result.get("status", "ok") == "ok"
         self.failed = self.failed or not ok
         tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": result["namespace"],
-                "wemem.seed": str(result.get("seed", self.seed))}
+                "wemem.seed": str(result.get("seed", self.seed)), **child_tags(result)}
         if not ok:
             tags["wemem.error"] = str(result.get("error", "failed"))[:4900]
         if reused_from:
@@ -300,12 +304,13 @@ class MlflowTrackingHook:
         params = [Param(k, v) for k, v in child_params(result, result.get("seed", self.seed)).items()]
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in child_metrics(result).items()]
-        rid = self._call(self.client.create_run, self.exp_id, run_name=child_run_name(result, self.seeds is not None), tags=tags).info.run_id
+        name = child_run_name(result, self.seeds is not None)
+        rid = self._call(self.client.create_run, self.exp_id, run_name=name, tags=tags).info.run_id
         self._call(self.client.log_batch, rid, metrics=metrics, params=params)
         if result.get("roc"):
-            floors = {result["namespace"]: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
-            self._call(self.client.log_figure, rid, plot_roc_curves({result["namespace"]: result["roc"]}, floors),
-                       "roc_curves.png")
+            floors = {name: 1.0 / result["n_nonmembers"]} if result.get("n_nonmembers") else None
+            figure = plot_roc_curves({name: result["roc"]}, floors, {name: result.get("attacks") or {}})
+            self._call(self.client.log_figure, rid, figure, "roc_curves.png", save_kwargs={"bbox_inches": "tight"})
         self._call(self.client.set_terminated, rid, "FINISHED" if ok else "FAILED")
 
     def _log_artifact(self, name: str, value: Any) -> None:
@@ -313,20 +318,26 @@ class MlflowTrackingHook:
         if isinstance(members, dict) and isinstance(value, dict):
             for member, data in value.items():
                 self._log_artifact_value(member, data)
+            if "defense_comparison" in value:
+                self._describe_parent(value["defense_comparison"])
             return
         self._log_artifact_value(name, value)
 
     def _log_artifact_value(self, name: str, value: Any) -> None:
-        from matplotlib.figure import Figure
+        log_value(self._call, self.client, self.parent_id, name, value)
 
-        if isinstance(value, Figure):
-            self._call(self.client.log_figure, self.parent_id, value, f"{name}.png")
-        elif isinstance(value, str):
-            self._call(self.client.log_text, self.parent_id, value, f"{name}.md")
-        elif hasattr(value, "to_csv"):
-            self._call(self.client.log_text, self.parent_id, value.to_csv(index=False), f"{name}.csv")
-        elif isinstance(value, dict):
-            self._call(self.client.log_dict, self.parent_id, value, f"{name}.json")
+    def _describe_parent(self, table: Any) -> None:
+        """The parent run's description (``mlflow.note.content``) with the one-line answer, and
+        the answer's numbers as parent metrics and tags (:func:`wemem.ml.report_html.parent_summary`)."""
+        from mlflow.entities import Metric, RunTag
+
+        from wemem.ml.report_html import parent_summary
+
+        name = self._call(self.client.get_run, self.parent_id).info.run_name
+        tags, values = parent_summary(table, self.max_acc_drop, name)
+        now = int(time.time() * 1000)
+        self._call(self.client.log_batch, self.parent_id, tags=[RunTag(k, v) for k, v in tags.items()],
+                   metrics=[Metric(k, v, now, 0) for k, v in values.items()])
 
     # ------------------------------------------------------------------ run end
     def _log_reused(self, catalog) -> list[dict[str, Any]]:
@@ -351,21 +362,7 @@ class MlflowTrackingHook:
         return found
 
     def _log_summaries(self, results: list[dict[str, Any]]) -> None:
-        """With several seeds, a summary run per combination (:func:`summary_metrics`)."""
-        from mlflow.entities import Metric, Param
-
-        if len({r.get("seed") for r in results}) < 2:
-            return
-        now = int(time.time() * 1000)
-        for ns, (params, metrics) in summary_metrics(results).items():
-            tags = {"mlflow.parentRunId": self.parent_id, "wemem.namespace": ns, "wemem.summary": "true"}
-            name = summary_run_name(ns, int(metrics.get("n_seeds", 0)))
-            rid = self._call(self.client.create_run, self.exp_id, run_name=name, tags=tags).info.run_id
-            self._call(self.client.log_batch, rid, params=[Param(k, v) for k, v in params.items()])
-            entries = [Metric(k, v, now, 0) for k, v in metrics.items()]
-            for i in range(0, len(entries), 1000):  # MLflow takes at most 1000 metrics per batch
-                self._call(self.client.log_batch, rid, metrics=entries[i:i + 1000])
-            self._call(self.client.set_terminated, rid, "FINISHED")
+        log_summaries(self._call, self.client, self.exp_id, self.parent_id, results)
 
     def _finish(self, status: str, catalog=None) -> None:
         """Logs the reused children (at the end of a run) and closes the parent. When tracking

@@ -51,6 +51,10 @@ def test_default_run_writes_table_and_plots(default_run):
     assert not small.any() or "n/m¹" in markdown
     for plot in ("privacy_utility.png", "roc_curves.png", "memorisation_slices.png"):
         assert _latest(reporting / plot).stat().st_size > 10_000
+    page = _latest(reporting / "report.html").read_text()  # the one-page report, answer first
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 3
+    assert page.index('id="answer"') < page.index('id="comparison"')
+    assert ("is the best defense within a 2-point" in page) or ("No defense beats Base" in page)
 
 
 def test_mlflow_child_runs_hold_params_and_metrics(default_run):
@@ -84,7 +88,17 @@ def test_mlflow_child_runs_hold_params_and_metrics(default_run):
     dp = by_name["l1_unstructured_s60.dpsgd"].data.metrics
     assert "epsilon" in dp and 0 <= dp["chosen_eps_lb"] <= dp["epsilon"]
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"privacy_utility_plot.png", "roc_curves_plot.png", "defense_comparison.csv"} <= artifacts
+    assert {"privacy_utility_plot.png", "roc_curves_plot.png", "defense_comparison.csv", "report_html.html"} <= artifacts
+    # issue 15: children lead with the defense, references are tagged, the parent holds the answer
+    names = {r.data.tags["wemem.namespace"]: r.info.run_name for r in children}
+    assert names["l1_unstructured_s60.rsw"] == "rsw · l1_unstructured 60%" and names["unpruned"] == "unpruned"
+    one_shot = by_name["l1_unstructured_s60.one_shot"].data
+    assert one_shot.tags["wemem.reference"] == "true" and one_shot.params["defense"] == "one_shot"
+    parent = parents[0].data
+    best = parent.tags["wemem.best_defense"]
+    assert best in DEFENSES and parents[0].info.run_name.startswith(f"mnist1d · best: {best} · ")
+    assert parent.tags["mlflow.note.content"].startswith("**")
+    assert {"best_chosen_attack_acc", "best_test_acc", "base_chosen_attack_acc", "base_test_acc"} <= set(parent.metrics)
 
 
 def test_notebook_executes_against_the_run(default_run):

@@ -81,7 +81,10 @@ def test_toy_defense_and_attack_run_end_to_end(tmp_path, toys):
     exp = client.get_experiment_by_name("wemem")
     children = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])
                 if "mlflow.parentRunId" in r.data.tags}
-    assert set(children) == {"l1_unstructured_s50.base", "l1_unstructured_s50.smooth"}
-    smooth = children["l1_unstructured_s50.smooth"]
+    # child runs lead with the defense (the namespace is a tag)
+    assert set(children) == {"base · l1_unstructured 50%", "smooth · l1_unstructured 50%"}
+    smooth = children["smooth · l1_unstructured 50%"]
+    assert smooth.data.tags["wemem.namespace"] == "l1_unstructured_s50.smooth"
+    assert smooth.data.tags["wemem.reference"] == "false"
     assert smooth.data.params["defense.smoothing"] == "0.2"
     assert 0 <= smooth.data.metrics["loss_balanced_acc"] <= 1

@@ -10,13 +10,17 @@ while staging renames nothing, and a failure while renaming removes the members 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NewType
 
 from kedro.io.core import AbstractDataset, DatasetError, Version
 
 from ._base import FileDataset
 
-__all__ = ["ReportSetDataset"]
+__all__ = ["ReportSetDataset", "HTMLPreview"]
+
+HTMLPreview = NewType("HTMLPreview", str)
+"""kedro-viz renders a ``preview()`` annotated with a type of this name as an HTML page
+(the name is what it reads; kedro_datasets._typing has the same one)."""
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,14 @@ class ReportSetDataset(AbstractDataset):
             except DatasetError:
                 continue
         return paths
+
+    def preview(self, member: str = "report_html") -> HTMLPreview:
+        """kedro-viz's preview (``kedro viz build --include-previews``): the latest version of the
+        HTML member ``member`` (catalog ``metadata: {kedro-viz: {preview_args: {member: ...}}}``)."""
+        dataset = self.members.get(member)
+        if dataset is None:
+            raise DatasetError(f"ReportSetDataset has no member {member!r} to preview; members: {sorted(self.members)}")
+        return HTMLPreview(dataset.load())
 
     def _describe(self) -> dict[str, Any]:
         return {"members": {n: d._describe() for n, d in self.members.items()}, "version": self._version}

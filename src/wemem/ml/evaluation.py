@@ -41,6 +41,7 @@ from .attacks import (
 from .experiment import iter_roles, load_models, role_scores
 from .grid import Combo
 from .ranking import risk_threshold
+from .answer import ReportSettings
 from .schema import Fraction, Section, Unit, choice, closest, fail, number
 from .experiment_tables import LAYOUTS
 from .select import SelectSettings
@@ -85,6 +86,7 @@ class MiaEvaluationSettings(Section):
     audit_delta: Fraction = 1e-5  # δ of the empirical ε bound (a DP-SGD row uses its accountant's δ)
     select: SelectSettings = SelectSettings()  # the select step's budget (wemem.ml.select)
     experiment_table: choice("experiment table layout", LAYOUTS) | None = None  # wemem.ml.experiment_tables
+    report: ReportSettings = ReportSettings()  # the HTML report's accuracy budget (max_acc_drop)
 
     @model_validator(mode="wrap")
     @classmethod

@@ -34,6 +34,14 @@ class Combo:
         return f"{self.method}_s{round(self.sparsity * 100):02d}.{self.variant}"
 
     @property
+    def label(self) -> str:
+        """A readable name of the combination for node labels (kedro-viz shows a node's name
+        without its namespace): ``rsw_l1_unstructured_60``, ``one_shot_l1_unstructured_60``, ``unpruned``."""
+        if self.method is None:
+            return self.variant
+        return f"{self.variant}_{self.method}_{round(self.sparsity * 100):02d}"
+
+    @property
     def defense_variant(self) -> str:
         """The variant under ``defenses:`` it fine-tunes with (the one-shot reference: ``base``)."""
         return "base" if self.one_shot else self.variant

@@ -10,6 +10,8 @@ import pandas as pd
 from matplotlib.figure import Figure  # figures without pyplot: no backend, no global state
 
 from .attacks import ATTACKS, strongest_attack
+from .figures import (_combination_label, _loglog, _pareto, _place_labels, _roc_legend, chosen_roc_by_combination,
+                      plot_chosen_roc)
 from .ranking import risk_threshold
 
 __all__ = [
@@ -19,11 +21,12 @@ __all__ = [
     "comparison_markdown",
     "time_cost_table",
     "plot_privacy_utility",
-    "plot_privacy_utility_seeds",
     "plot_roc_curves",
     "plot_memorisation_slices",
     "roc_curves_by_combination",
     "roc_floors",
+    "chosen_roc_by_combination",
+    "plot_chosen_roc",
 ]
 
 
@@ -205,34 +208,78 @@ def time_cost_table(table: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
+_REFERENCE_STYLE = {"unpruned": ("*", "black", "unpruned (reference)"),
+                    "one_shot": ("D", "dimgrey", "one-shot pruning (reference)")}
+
+
 def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     """Test accuracy against the chosen attack's accuracy (the headline, filled), one point per
-    defense; a hollow marker joined to it shows the max over attacks (the upper bound)."""
-    fig = Figure(figsize=(7, 5))
+    defense and pruning setting; a hollow marker joined to it shows the max over attacks (the
+    upper bound). The references (unpruned, one-shot pruning) are black/grey stars and diamonds,
+    not defense colours; the Pareto frontier of the defenses (nothing both more private and more
+    useful) is a dashed step line. With several seeds per combination (a ``seed`` column) each
+    point is the mean with ± one standard deviation as error bars."""
+    fig = Figure(figsize=(8, 5.6))
     ax = fig.subplots()
-    ok = table[table["status"] == "ok"]
-    for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
-        label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
-        x = group["chosen_acc"].where(group["chosen_acc"].notna(), group["max_attack_acc"]) \
-            if "chosen_acc" in group else group["max_attack_acc"]
-        pts = ax.scatter(x, group["test_acc"], label=label, s=40)
-        ax.scatter(group["max_attack_acc"], group["test_acc"], s=40, facecolors="none",
-                   edgecolors=pts.get_facecolor())
-        for xi, (_, r) in zip(x, group.iterrows()):
-            ax.plot([xi, r["max_attack_acc"]], [r["test_acc"]] * 2, color="grey", lw=0.6)
-            ax.annotate(r["defense"], (xi, r["test_acc"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("chosen attack accuracy (balanced; hollow: max over attacks, upper bound) — lower is more private")
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    ok = ok.assign(_x=ok["chosen_acc"].where(ok["chosen_acc"].notna(), ok["max_attack_acc"])
+                   if "chosen_acc" in ok else ok["max_attack_acc"])
+    keys = ["pruning_method", "sparsity", "defense"]
+    if "seed" not in ok or ok["seed"].nunique() < 2:  # no repeats: one point per row
+        ok = ok.assign(_row=range(len(ok)))
+        keys.append("_row")
+    agg = ok.groupby(keys, sort=False, dropna=False).agg(
+        x=("_x", "mean"), x_sd=("_x", "std"), y=("test_acc", "mean"), y_sd=("test_acc", "std"),
+        mx=("max_attack_acc", "mean"), n=("test_acc", "size")).reset_index()
+    defenses = [d for d in dict.fromkeys(agg["defense"]) if d not in _REFERENCE_STYLE]
+    colours = {d: f"C{i % 10}" for i, d in enumerate(defenses)}
+    settings = [s for s in dict.fromkeys(zip(agg["pruning_method"], agg["sparsity"])) if s[0] != "none"]
+    shapes = {s: m for s, m in zip(settings, "osv^<>phX")}
+    several = len(settings) > 1
+    labels: list[tuple[float, float, str, Any]] = []
+    seen: set[str] = set()
+    for _, r in agg.iterrows():
+        ref = _REFERENCE_STYLE.get(r["defense"])
+        setting = (r["pruning_method"], r["sparsity"])
+        if ref:
+            marker, colour, legend = ref
+            size = 110
+        else:
+            marker, colour, size = shapes.get(setting, "o"), colours[r["defense"]], 50
+            legend = r["defense"]
+        name = legend if legend not in seen else None
+        seen.add(legend)
+        if r["n"] > 1:
+            ax.errorbar(r["x"], r["y"], xerr=r["x_sd"], yerr=r["y_sd"], fmt="none", ecolor=colour, elinewidth=0.9,
+                        capsize=2, alpha=0.8)
+        ax.scatter([r["x"]], [r["y"]], marker=marker, s=size, color=colour, label=name, zorder=3,
+                   edgecolors="black" if ref else "none", linewidths=0.5)
+        ax.scatter([r["mx"]], [r["y"]], marker=marker, s=size * 0.8, facecolors="none", edgecolors=colour,
+                   linewidths=0.8, zorder=2)
+        ax.plot([r["x"], r["mx"]], [r["y"]] * 2, color=colour, lw=0.6, alpha=0.5)
+        text = ("unpruned" if r["defense"] == "unpruned" else r["defense"])
+        if several and r["defense"] != "unpruned":
+            text += f" ({r['pruning_method'].replace('_', ' ')} {r['sparsity']:.0%})"
+        labels.append((r["x"], r["y"], text, colour))
+    front = _pareto([(r["x"], r["y"]) for _, r in agg.iterrows() if r["defense"] not in _REFERENCE_STYLE])
+    if len(front) > 1:
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", color="#1f6f4a", lw=1.2, ls="--", label="Pareto frontier (defenses)", zorder=1)
+    ax.axvline(0.5, color="grey", lw=0.8, ls=":")
+    for s, m in shapes.items() if several else []:
+        ax.scatter([], [], marker=m, color="grey", label=f"{s[0]} @ {s[1]:.0%}")
+    ax.scatter([], [], marker="o", facecolors="none", edgecolors="grey", label="hollow: max over attacks")
+    if (agg["n"] > 1).any():
+        ax.errorbar([], [], xerr=[], yerr=[], fmt="none", ecolor="grey", label=f"± 1 sd over seeds (n = {int(agg['n'].max())})")
+    ax.margins(0.12)
+    ax.set_xlabel("chosen attack accuracy (balanced) — lower is more private")
     ax.set_ylabel("victim test accuracy — higher is more useful")
-    datasets = ", ".join(sorted(ok["dataset"].unique()))
+    datasets = ", ".join(sorted(ok["dataset"].unique())) if "dataset" in ok else ""
     ax.set_title(f"privacy–utility trade-off ({datasets})")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
+    _place_labels(ax, labels)
     return fig
-
-
-def _combination_label(r: dict[str, Any]) -> str:
-    return r["variant"] if r.get("method") is None else f"{r['variant']} ({r['method']} @ {r['sparsity']:.0%})"
 
 
 def roc_curves_by_combination(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -248,40 +295,42 @@ def roc_floors(results: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def plot_roc_curves(curves: dict[str, dict[str, dict[str, Sequence[float]]]],
-                    floors: Mapping[str, float] | None = None) -> Figure:
+                    floors: Mapping[str, float] | None = None,
+                    metrics: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> Figure:
     """Victim ROC curves on log-log axes: one panel per defense, one line per attack.
 
     Args:
         curves: ``{defense label: {attack: {"fpr": [...], "tpr": [...]}}}``.
         floors: per label, the FPR resolution 1/n_nonmembers: the panel's FPR axis starts there
             (points below it, i.e. FPR 0, are drawn at it); missing: 1e-4.
+        metrics: per label, ``{attack: {"auc": ..., "tpr_at_1fpr": ...}}``: with it each panel has
+            its own legend with every attack's AUC and TPR at 1% FPR; without it one shared legend.
+            Legends sit to the right of their panel, inside the figure (nothing is clipped).
     """
     floors = floors or {}
     n = max(len(curves), 1)
-    cols = min(4, n)
+    cols = min(3 if metrics else 4, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(4 * cols, 3.6 * rows))
+    panel_w = 7.2 if metrics else 4.0
+    fig = Figure(figsize=(panel_w * cols + (0 if metrics else 1.6), 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, (label, attacks) in zip(axes.flat, curves.items()):
         lo = float(floors.get(label, 1e-4))
+        own = (metrics or {}).get(label)
         for attack, pts in attacks.items():
             fpr = np.clip(np.asarray(pts["fpr"], dtype=float), lo, 1)
             tpr = np.clip(np.asarray(pts["tpr"], dtype=float), lo, 1)
-            ax.plot(fpr, tpr, lw=1, label=ATTACKS.label(attack))
-        ax.plot([lo, 1], [lo, 1], color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(lo, 1)
-        ax.set_ylim(lo, 1)
+            ax.plot(fpr, tpr, lw=1, label=_roc_legend(attack, (own or {}).get(attack)) if own else ATTACKS.label(attack))
+        _loglog(ax, lo)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel(f"FPR (from 1/n_non = {lo:.2g})" if label in floors else "FPR")
-        ax.set_ylabel("TPR")
+        if own:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     for ax in list(axes.flat)[len(curves):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(10, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    if handles and not metrics:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8)
     return fig
 
 
@@ -314,28 +363,3 @@ def plot_memorisation_slices(table: pd.DataFrame) -> Figure:
     fig.tight_layout()
     return fig
 
-
-def plot_privacy_utility_seeds(agg: pd.DataFrame) -> Figure:
-    """The privacy–utility scatter over repeats: one point per combination at the mean over the
-    seeds (``aggregate_seeds`` columns) of the chosen attack's accuracy (the max over attacks
-    where no attack was chosen) and of the test accuracy, with error bars of ± one sample std."""
-    fig = Figure(figsize=(7, 5))
-    ax = fig.subplots()
-    attack = "chosen_acc" if agg.get("chosen_acc_mean", pd.Series(dtype=float)).notna().any() else "max_attack_acc"
-    ok = agg[agg["n_seeds"] > 0] if "n_seeds" in agg else agg
-    for (method, sparsity), group in ok.groupby(["pruning_method", "sparsity"], sort=False):
-        label = "unpruned" if method == "none" else f"{method} @ {sparsity:.0%}"
-        x, y = group[f"{attack}_mean"], group["test_acc_mean"]
-        ax.errorbar(x, y, xerr=group[f"{attack}_std"].fillna(0), yerr=group["test_acc_std"].fillna(0), fmt="o",
-                    ms=5, capsize=3, label=label)
-        for xi, yi, d in zip(x, y, group["defense"]):
-            ax.annotate(d, (xi, yi), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    what = "chosen attack" if attack == "chosen_acc" else "max over attacks"
-    seeds = "; ".join(sorted({str(s) for s in ok.get("seeds", [])}))
-    ax.set_xlabel(f"{what} accuracy (balanced), mean ± std over seeds — lower is more private")
-    ax.set_ylabel("victim test accuracy, mean ± std — higher is more useful")
-    ax.set_title(f"privacy–utility trade-off, mean ± std over seeds ({seeds})", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

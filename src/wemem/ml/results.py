@@ -6,7 +6,33 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["child_params", "child_metrics", "child_run_name", "summary_run_name", "summary_metrics"]
+__all__ = ["child_params", "child_metrics", "child_run_name", "child_tags", "REFERENCE_VARIANTS",
+           "summary_run_name", "summary_metrics"]
+
+REFERENCE_VARIANTS = ("unpruned", "one_shot")
+"""Combinations that are references, not defenses."""
+
+
+def child_run_name(result: dict[str, Any], repeats: bool = False) -> str:
+    """The child run's name, leading with what a reader compares: the defense, then the pruning
+    (``rsw · l1_unstructured 60%``); the references read ``unpruned`` and
+    ``one_shot · l1_unstructured 60%``. With repeats the seed follows (``rsw · l1_unstructured 60%
+    · seed 43``)."""
+    variant = str(result.get("variant") or result.get("namespace"))
+    name = variant if not result.get("method") else \
+        f"{variant} · {result['method']} {float(result.get('sparsity') or 0):.0%}"
+    seed = result.get("seed")
+    return f"{name} · seed {seed}" if repeats and seed is not None else name
+
+
+def child_tags(result: dict[str, Any]) -> dict[str, str]:
+    """Tags of a child run: ``wemem.defense`` (the grid's variant), ``wemem.pruning`` and, on the
+    unpruned and one-shot rows, ``wemem.reference=true`` (false elsewhere), so a search such as
+    ``tags.wemem.reference = 'false'`` keeps the defenses only."""
+    variant = str(result.get("variant") or "")
+    pruning = "none" if not result.get("method") else f"{result['method']} {float(result.get('sparsity') or 0):.0%}"
+    return {"wemem.defense": variant, "wemem.pruning": pruning,
+            "wemem.reference": "true" if variant in REFERENCE_VARIANTS else "false"}
 
 
 def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
@@ -18,8 +44,10 @@ def child_params(result: dict[str, Any], seed: Any) -> dict[str, str]:
         "model": result.get("model"),
         "pruning_method": result.get("method") or "none",
         "sparsity": result.get("sparsity") if result.get("sparsity") is not None else 0.0,
-        "defense": result.get("defense"),
+        # a reference row names itself (the one-shot row fine-tunes with Base, but is not "base")
+        "defense": result.get("variant") if result.get("variant") in REFERENCE_VARIANTS else result.get("defense"),
         "variant": result.get("variant"),
+        "reference": result.get("variant") in REFERENCE_VARIANTS,
         "status": result.get("status", "ok"),
         "chosen_attack": result.get("chosen_attack") or "",
         "strongest_attack": result.get("strongest_attack") or "",
@@ -58,16 +86,10 @@ def child_metrics(result: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def child_run_name(result: dict[str, Any], repeats: bool = False) -> str:
-    """The MLflow run name of one combination: its namespace (``l1_unstructured_s60.rsw``), with
-    repeats followed by its seed (``l1_unstructured_s60.rsw · seed 43``)."""
-    seed = result.get("seed")
-    return f"{result['namespace']} · seed {seed}" if repeats and seed is not None else result["namespace"]
-
-
-def summary_run_name(namespace: str, n_seeds: int) -> str:
-    """The MLflow run name of one combination's summary over the seeds."""
-    return f"{namespace} · mean of {n_seeds} seeds"
+def summary_run_name(result: dict[str, Any], n_seeds: int) -> str:
+    """The MLflow run name of one combination's summary over the seeds, defense first like its
+    children (``rsw · l1_unstructured 60% · mean of 3 seeds``); ``result`` is any of its seeds'."""
+    return f"{child_run_name(result)} · mean of {n_seeds} seeds"
 
 
 def summary_metrics(results: list[dict[str, Any]]) -> dict[str, tuple[dict[str, str], dict[str, float]]]:

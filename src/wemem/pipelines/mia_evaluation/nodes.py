@@ -11,15 +11,14 @@ import pandas as pd
 from wemem.ml.aggregate import aggregate_seeds, comparison_agg_markdown
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
+from wemem.ml.report_html import answer, render_report, run_settings, software_versions
 from wemem.ml.reporting import (
+    chosen_roc_by_combination,
     comparison_markdown,
     comparison_table,
+    plot_chosen_roc,
     plot_memorisation_slices,
     plot_privacy_utility,
-    plot_privacy_utility_seeds,
-    plot_roc_curves,
-    roc_curves_by_combination,
-    roc_floors,
     time_cost_table,
 )
 from wemem.ml.experiment_tables import experiment_table
@@ -90,17 +89,30 @@ def make_attack_node(combo: Combo) -> AttackNode:
 
 def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[str, Any]:
     """The run's reports, saved as one unit (``reports``, a ReportSetDataset): the comparison
-    table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC
-    curves per defense (FPR axis from 1/n_nonmembers), the chosen attack's exposure of high-
-    versus low-memorisation members per defense, the select step's choice (JSON and Markdown,
-    :mod:`wemem.ml.select`) and the table in the paper's layout ``mia.experiment_table``
-    (:mod:`wemem.ml.experiment_tables`). Failed combinations are rows with
-    ``status: failed`` and their error. The comparison table has one row per (combination,
-    seed); ``defense_comparison_agg`` (CSV and Markdown) aggregates each combination over the
-    seeds (mean, std, 95% interval: :func:`wemem.ml.aggregate.aggregate_seeds`)."""
+    table (CSV and Markdown), the time-cost table, the privacy–utility scatter, the victim ROC of
+    the chosen attack per defense (log-log, FPR axis from 1/n_nonmembers), the chosen attack's
+    exposure of high- versus low-memorisation members per defense, all of it on one HTML page that
+    leads with the answer (the best defense within ``mia_evaluation.report.max_acc_drop``), the
+    select step's choice (JSON and Markdown, :mod:`wemem.ml.select`) and the table in the paper's
+    layout ``mia.experiment_table`` (:mod:`wemem.ml.experiment_tables`). Failed combinations are
+    rows with ``status: failed`` and their error. The comparison table has one row per
+    (combination, seed); ``defense_comparison_agg`` (CSV and Markdown) aggregates each combination
+    over the seeds (mean, std, 95% interval: :func:`wemem.ml.aggregate.aggregate_seeds`); with
+    several seeds the scatter draws the means with ± std error bars."""
     table = comparison_table(results)
     agg = aggregate_seeds(table)
     selection = select_defenses(table, mia.select)
+    time_cost = time_cost_table(table)
+    privacy_utility = plot_privacy_utility(table)
+    roc = plot_chosen_roc(chosen_roc_by_combination(results))
+    slices = plot_memorisation_slices(table)
+    page = render_report(
+        table, answer(table, mia.report.max_acc_drop),
+        {"privacy-utility": ("Privacy–utility trade-off: test accuracy against the chosen attack's accuracy "
+                             "(hollow: max over attacks); dashed: the Pareto frontier", privacy_utility),
+         "roc": ("Victim ROC of the chosen attack per defense (log-log)", roc),
+         "memorisation": ("Chosen attack's TPR on high- vs low-memorisation members", slices)},
+        time_cost=time_cost, settings=run_settings(table, mia.as_dict()), versions=software_versions())
     return {
         "selection": selection,
         "selection_md": selection_markdown(selection),
@@ -109,10 +121,9 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
         "defense_comparison_md": comparison_markdown(table, mia.attacks),
         "defense_comparison_agg": agg,
         "defense_comparison_agg_md": comparison_agg_markdown(agg, mia.attacks),
-        "time_cost": time_cost_table(table),
-        # with repeats, one point per combination: the mean over the seeds with ± std error bars
-        "privacy_utility_plot": (plot_privacy_utility_seeds(agg) if table["seed"].nunique() > 1
-                                 else plot_privacy_utility(table)),
-        "roc_curves_plot": plot_roc_curves(roc_curves_by_combination(results), roc_floors(results)),
-        "memorisation_slices_plot": plot_memorisation_slices(table),
+        "time_cost": time_cost,
+        "privacy_utility_plot": privacy_utility,
+        "roc_curves_plot": roc,
+        "memorisation_slices_plot": slices,
+        "report_html": page,
     }

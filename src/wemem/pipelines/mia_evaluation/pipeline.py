@@ -25,14 +25,14 @@ def combo_pipeline(combo: Combo) -> Pipeline:
              "params:mia_evaluation",
              "params:seed", "params:device"],
             "model_outputs",
-            name="compute_model_outputs",
+            name=f"{combo.label}.compute_model_outputs",  # kedro-viz's label names the combination
         ),
         Node(
             make_attack_node(combo),
             ["model_outputs", log, "dataset_info", "params:dataset_settings", "params:mia_evaluation", "params:seed",
              "params:device"],
             "attack_results",
-            name="run_membership_attacks",
+            name=f"{combo.label}.run_membership_attacks",
         ),
     ]
     return Pipeline(nodes, namespace=combo.namespace, inputs=inputs, parameters=SHARED_PARAMS)

@@ -21,7 +21,7 @@ def combo_pipeline(combo: Combo) -> Pipeline:
         ["original_models", "dataset_arrays", "splits", "rankings", "dataset_info", "params:dataset_settings",
          variant, "params:pruning_defense.n_iter", "params:pruning_defense.finetune", *RUN_PARAMS],
         ["pruned_models", "finetune_log"],
-        name="prune_and_defend",
+        name=f"{combo.label}.prune_and_defend",  # the label kedro-viz shows names the combination
     )
     params = {"params:dataset_settings", variant, "params:pruning_defense.n_iter", "params:pruning_defense.finetune",
               *RUN_PARAMS}
