@@ -239,3 +239,20 @@ def test_reports_of_a_run_where_every_combination_failed():
     rows = [fake_result(v, 0.5, 0.5, status="failed") | {"error": "x"} for v in ("base", "rsw")]
     out = build_reports(MiaEvaluationSettings.model_validate({"attacks": ATTACKS}), *rows)
     assert "No answer" in out["report_html"] and out["report_html"].count("FAILED: x") == 2
+
+
+def test_page_shows_the_selection_next_to_the_oracle(table):
+    selection = {"settings": {"max_acc_drop": 0.02, "reference": "base", "utility": "dev_acc",
+                              "privacy": "shadow_max_attack", "victim_metric": "max_attack_acc"},
+                 "groups": [{"pruning_method": "l1_unstructured", "sparsity": 0.6,
+                             "chosen": {"variant": "rmr", "victim": {"test_acc": 0.75, "chosen_acc": 0.61,
+                                                                     "max_attack_acc": 0.655}},
+                             "oracle": {"variant": "swmr", "victim": {"test_acc": 0.74, "chosen_acc": 0.6,
+                                                                      "max_attack_acc": 0.63}},
+                             "gap": 0.025}]}
+    page = render_report(table, answer(table, 0.02), {}, selection=selection)
+    section = page[page.index('id="selection"'):page.index("<h2>Comparison</h2>")]
+    assert "rmr: test 75.0%, chosen attack 61.0%, max attack 65.5%" in section
+    assert "swmr: test 74.0%" in section and "<td>2.5</td>" in section
+    assert page.index('id="answer"') < page.index('id="selection"')
+    assert 'id="selection"' not in render_report(table, answer(table, 0.02), {})

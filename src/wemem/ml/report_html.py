@@ -114,6 +114,32 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
 
 
+def _selection_html(selection: Mapping[str, Any] | None) -> str:
+    """The select step's choice (made on the shadows and dev data, never the victim's membership
+    labels) next to the oracle, per pruning setting: the honest version of the answer above."""
+    groups = (selection or {}).get("groups") or []
+    if not groups:
+        return ""
+    rows = []
+    for g in groups:
+        def cell(entry: Mapping[str, Any] | None) -> str:
+            if not entry:
+                return "none within the budget"
+            v = entry.get("victim") or {}
+            return (f"{entry['variant']}: test {_pct(v.get('test_acc'))}%, chosen attack {_pct(v.get('chosen_acc'))}%, "
+                    f"max attack {_pct(v.get('max_attack_acc'))}%")
+        rows.append(f'<tr><td class="l">{_e(g["pruning_method"])} @ {float(g["sparsity"]):.0%}</td>'
+                    f'<td class="l">{_e(cell(g.get("chosen")))}</td><td class="l">{_e(cell(g.get("oracle")))}</td>'
+                    f'<td>{_e(_pct(g.get("gap")))}</td></tr>')
+    s = selection.get("settings") or {}
+    return (f'<section id="selection"><h2>Chosen without the victim\'s labels</h2><p class="note">The select step '
+            f'(selection.md): within {_e(_pct(s.get("max_acc_drop")))} points of {_e(s.get("reference"))} on '
+            f'{_e(s.get("utility"))}, the weakest attack on the shadow models ({_e(s.get("privacy"))}); the oracle '
+            f'applies the same rule with the victim\'s labels; gap in points of {_e(s.get("victim_metric"))}.</p>'
+            '<div class="scroll"><table><thead><tr><th class="l">pruning</th><th class="l">selected</th>'
+            '<th class="l">oracle</th><th>gap</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table></div></section>")
+
+
 def _answer_html(ans: Mapping[str, Any]) -> str:
     parts = [f'<section class="answer" id="answer"><p><strong>{_e(ans["text"])}</strong></p>']
     best, base, unpruned = ans.get("best"), ans.get("baseline"), ans.get("unpruned")
@@ -191,6 +217,7 @@ def render_report(
     settings: Mapping[str, Any] | None = None,
     versions: Mapping[str, str] | None = None,
     title: str | None = None,
+    selection: Mapping[str, Any] | None = None,
 ) -> str:
     """The run's report as one HTML page (UTF-8 string, no external resource).
 
@@ -199,6 +226,7 @@ def render_report(
         ans: :func:`answer` of that table.
         figures: ``{id: (caption, matplotlib Figure or PNG bytes)}``, in page order.
         time_cost: the time-cost table; settings: what ran (shown as JSON); versions: software versions.
+        selection: the select step's choice (:func:`wemem.ml.select.select_defenses`), shown after the answer.
     """
     datasets = ", ".join(sorted({f"{d} / {m}" for d, m in zip(table["dataset"], table["model"])}))
     title = title or f"WeMem report — {datasets}"
@@ -217,6 +245,7 @@ def render_report(
 <h1>{_e(title)}</h1>
 <p class="question">{_e(ans["question"])}</p>
 {_answer_html(ans)}
+{_selection_html(selection)}
 <h2>Comparison</h2>
 <p class="note">One row per pruning setting × defense; references (unpruned, one-shot pruning) in italics; ★ the answer.
 Attack accuracy is balanced accuracy of the attack chosen on the shadows; max attack: the best attack picked with the

@@ -112,7 +112,8 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
                              "(hollow: max over attacks); dashed: the Pareto frontier", privacy_utility),
          "roc": ("Victim ROC of the chosen attack per defense (log-log)", roc),
          "memorisation": ("Chosen attack's TPR on high- vs low-memorisation members", slices)},
-        time_cost=time_cost, settings=run_settings(table, mia.as_dict()), versions=software_versions())
+        time_cost=time_cost, settings=run_settings(table, mia.as_dict()), versions=software_versions(),
+        selection=selection)
     return {
         "selection": selection,
         "selection_md": selection_markdown(selection),
