@@ -18,7 +18,7 @@ Reliability:
   ``--only-missing-outputs``) gets its child from the saved results (tag ``wemem.reused``), so
   the final parent always holds every combination.
 * **A dead or locked store** costs one warning line: every MLflow call runs with a bounded
-  wait (``mlflow.timeout_s``, default 5 s), and the first failure or timeout turns tracking off
+  wait (``mlflow.timeout_s``, default 30 s), and the first failure or timeout turns tracking off
   for the rest of the run; the closing summary then says that tracking was off.
 """
 
@@ -99,7 +99,7 @@ class MlflowTrackingHook:
     def _call(self, fn, *args: Any, _timeout: float | None = None, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` with a bounded wait: a store that does not answer within
         ``mlflow.timeout_s`` raises TimeoutError (the call is abandoned in its thread)."""
-        timeout = float(_timeout or self.settings.get("timeout_s", 5.0))
+        timeout = float(_timeout or self.settings.get("timeout_s", 30.0))
         box: dict[str, Any] = {}
 
         def target() -> None:
