@@ -21,6 +21,8 @@ the groups can be run on different days and the file still holds the whole pictu
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import datetime as dt
 import json
 import os
@@ -135,9 +137,23 @@ def read_results(where: Path) -> dict[str, str]:
 
 
 def diff_of(where: Path, name: str) -> str:
-    shown = mutmut(where, "show", name).stdout
-    lines = [ln for ln in shown.splitlines() if ln.startswith(("+", "-")) and not ln.startswith(("+++", "---"))]
-    return "\n".join(lines)
+    """The mutant's changed lines: its function in mutants/ against the original copy mutmut
+    keeps beside it (``<function>__mutmut_orig``), without starting mutmut once per survivor."""
+    module, function = name.rsplit(".", 1)
+    base = where / "mutants" / "src" / Path(*module.split("."))
+    path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+    source = path.read_text()
+    found = {n.name: n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+    if function not in found or orig_name not in found:
+        return f"(source of {function} not found)"
+
+    def body(n):
+        return [ln.replace(n.name, "f", 1) if i == 0 else ln
+                for i, ln in enumerate(ast.get_source_segment(source, n).splitlines())]
+
+    diff = difflib.unified_diff(body(found[orig_name]), body(found[function]), lineterm="", n=0)
+    return "\n".join(ln for ln in diff if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
 
 
 def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: bool) -> dict:
