@@ -80,7 +80,7 @@ def main() -> None:
         failed = [ln.split(" - ")[0].removeprefix("FAILED ") for ln in out.splitlines() if ln.startswith("FAILED ")]
         summary = out.strip().splitlines()[-1] if out.strip() else "(no output)"
         lines += [f"{bug}: {summary}", *(f"    {t}" for t in failed)]
-        print(lines[-len(failed) - 1:] and "\n".join(lines[-len(failed) - 1:]), flush=True)
+        print("\n".join(lines[-(len(failed) + 1):]), flush=True)
         if not failed:
             missed.append(bug)
     if args.write:
