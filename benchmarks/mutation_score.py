@@ -43,13 +43,18 @@ EQUIVALENT = REPO / "benchmarks" / "mutation_equivalent.json"
 GROUPS: dict[str, dict[str, list[str]]] = {
     "attacks_metric": {
         "mutate": ["src/wemem/ml/attacks/metric.py", "src/wemem/ml/attacks/metrics.py",
-                   "src/wemem/ml/attacks/audit.py", "src/wemem/ml/attacks/signals.py",
-                   "src/wemem/ml/attacks/base.py", "src/wemem/ml/attacks/selection.py",
-                   "src/wemem/ml/attacks/runner.py"],
+                   "src/wemem/ml/attacks/audit.py"],
         "tests": ["tests/ml/test_attacks_threshold.py", "tests/ml/test_attacks_audit.py",
                   "tests/ml/test_properties.py", "tests/ml/test_attack_known_answers.py",
-                  "tests/ml/test_attacks.py", "tests/ml/test_attacks_registry.py"],
+                  "tests/ml/test_attacks.py"],
         # the planted world with the six attacks that train no model (about a second per mutant)
+        "pytest_args": ["-k", "not ten_attacks and not chance_when_membership"],
+    },
+    "attacks_glue": {
+        "mutate": ["src/wemem/ml/attacks/signals.py", "src/wemem/ml/attacks/base.py",
+                   "src/wemem/ml/attacks/selection.py", "src/wemem/ml/attacks/runner.py"],
+        "tests": ["tests/ml/test_attacks.py", "tests/ml/test_attacks_audit.py", "tests/ml/test_attack_known_answers.py",
+                  "tests/ml/test_attacks_registry.py"],
         "pytest_args": ["-k", "not ten_attacks and not chance_when_membership"],
     },
     "attacks_model": {
