@@ -162,21 +162,25 @@ def diff_of(where: Path, name: str) -> str:
     return "\n".join(ln for ln in diff if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
 
 
-def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: bool) -> dict:
-    where = Path(tempfile.mkdtemp(prefix=f"wemem-mutation-{name}-"))
+def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: bool,
+              existing: Path | None = None) -> dict:
+    """Mutation-test one group in a fresh temporary copy (or, with ``existing``, only read the
+    results of a copy an earlier run kept, e.g. one stopped part-way)."""
+    where = existing or Path(tempfile.mkdtemp(prefix=f"wemem-mutation-{name}-"))
     start = time.perf_counter()
     try:
-        make_copy(group, where)
-        with open(where / "mutmut.log", "w") as log:
-            proc = mutmut(where, "run", "--max-children", str(max_children), log=log)
+        if existing is None:
+            make_copy(group, where)
+            with open(where / "mutmut.log", "w") as log:
+                proc = mutmut(where, "run", "--max-children", str(max_children), log=log)
         statuses = read_results(where)
-        if proc.returncode != 0 and not statuses:
+        if not statuses:
             tail = (where / "mutmut.log").read_text()[-3000:]
-            raise SystemExit(f"mutmut failed for group {name} (exit {proc.returncode}):\n{tail}")
+            raise SystemExit(f"mutmut gave no results for group {name}:\n{tail}")
         equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
         survivors = []
         for mutant, status in sorted(statuses.items()):
-            if status in ("survived", "no tests", "suspicious", "not checked"):
+            if status in ("survived", "no tests", "suspicious"):
                 survivors.append({"mutant": mutant, "status": status, "diff": diff_of(where, mutant),
                                   "equivalent": equivalent.get(mutant)})
         counts: dict[str, int] = {}
@@ -184,17 +188,19 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             counts[status] = counts.get(status, 0) + 1
         killed = counts.get("killed", 0) + counts.get("timeout", 0)
         n_equivalent = sum(1 for s in survivors if s["equivalent"])
-        scored = len(statuses) - n_equivalent - counts.get("skipped", 0)
+        # a run stopped part-way leaves mutants "not checked": they are not scored
+        scored = len(statuses) - n_equivalent - counts.get("skipped", 0) - counts.get("not checked", 0)
         return {
             "files": group["mutate"], "tests": group["tests"], "counts": counts, "mutants": len(statuses),
             "killed": killed, "equivalent": n_equivalent,
             "score": round(killed / scored, 4) if scored else None,
             "raw_score": round(killed / len(statuses), 4) if statuses else None,
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round((where / "mutmut.log").stat().st_mtime - (where / "pyproject.toml").stat().st_mtime, 1)
+            if existing is not None else round(time.perf_counter() - start, 1),
             "ran": dt.date.today().isoformat(), "survivors": survivors,
         }
     finally:
-        if keep:
+        if keep or existing is not None:
             print(f"kept {where}")
         else:
             shutil.rmtree(where, ignore_errors=True)
@@ -203,15 +209,15 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
 def markdown(report: dict) -> str:
     lines = ["# Mutation score (mutmut 3, `benchmarks/mutation_score.py`)", "",
              "Score = killed (timeouts included) / (mutants − survivors judged equivalent).", "",
-             "| group | mutants | killed | survived | not covered | equivalent | score | raw | time (s) | ran |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| group | mutants | killed | survived | not covered | not checked | equivalent | score | raw | time (s) | ran |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in report["groups"].items():
         c = g["counts"]
         lines.append(f"| {name} | {g['mutants']} | {g['killed']} | {c.get('survived', 0)} | "
-                     f"{c.get('no tests', 0)} | {g['equivalent']} | {100 * (g['score'] or 0):.1f}% | "
+                     f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | {g['equivalent']} | {100 * (g['score'] or 0):.1f}% | "
                      f"{100 * (g['raw_score'] or 0):.1f}% | {g['seconds']} | {g['ran']} |")
     t = report["total"]
-    lines += [f"| **all** | {t['mutants']} | {t['killed']} | | | {t['equivalent']} | "
+    lines += [f"| **all** | {t['mutants']} | {t['killed']} | | | | {t['equivalent']} | "
               f"**{100 * (t['score'] or 0):.1f}%** | {100 * (t['raw_score'] or 0):.1f}% | | |", ""]
     for name, g in report["groups"].items():
         if not g["survivors"]:
@@ -230,6 +236,7 @@ def main() -> None:
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested in parallel")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy (prints where)")
     ap.add_argument("--list", action="store_true", help="list the groups and exit")
+    ap.add_argument("--from-dir", type=Path, help="only read the results of a kept copy (one group)")
     args = ap.parse_args()
     if args.list:
         for name, g in GROUPS.items():
@@ -244,21 +251,24 @@ def main() -> None:
     except ImportError:
         raise SystemExit('mutmut is not installed: pip install -e ".[mutation]"') from None
     out = RESULTS / "mutation_score.json"
-    report = json.loads(out.read_text()) if out.exists() else {"groups": {}}
     for name in names:
         print(f"[{name}] mutating {', '.join(GROUPS[name]['mutate'])}", flush=True)
-        report["groups"][name] = run_group(name, GROUPS[name], args.max_children, args.keep)
-        g = report["groups"][name]
+        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir)
         print(f"[{name}] {g['killed']}/{g['mutants']} killed, score {g['score']}, {g['seconds']} s", flush=True)
-        write(report, out)
+        write(name, g, out)
 
 
-def write(report: dict, out: Path) -> None:
+def write(name: str, group: dict, out: Path) -> None:
+    """Adds one group's result to the report on disk (read again now: groups may run in
+    parallel processes) and rewrites the JSON and the Markdown."""
+    report = json.loads(out.read_text()) if out.exists() else {"groups": {}}
+    report["groups"][name] = group
+    report["groups"] = {k: report["groups"][k] for k in GROUPS if k in report["groups"]}
     groups = report["groups"].values()
     mutants = sum(g["mutants"] for g in groups)
     killed = sum(g["killed"] for g in groups)
     equivalent = sum(g["equivalent"] for g in groups)
-    skipped = sum(g["counts"].get("skipped", 0) for g in groups)
+    skipped = sum(g["counts"].get("skipped", 0) + g["counts"].get("not checked", 0) for g in groups)
     scored = mutants - equivalent - skipped
     report["total"] = {"mutants": mutants, "killed": killed, "equivalent": equivalent,
                        "score": round(killed / scored, 4) if scored else None,
