@@ -76,7 +76,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     "pruning": {
         "mutate": ["src/wemem/ml/pruning.py", "src/wemem/ml/ranking.py"],
         "tests": ["tests/ml/test_pruning.py", "tests/ml/test_pruning_conv.py", "tests/ml/test_ranking.py",
-                  "tests/ml/test_pruning_records.py",
+                  "tests/ml/test_pruning_records.py", "tests/ml/test_ranking_tables.py",
                   "tests/ml/test_properties.py"],
     },
 }
