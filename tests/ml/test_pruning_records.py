@@ -139,3 +139,18 @@ def test_schedule_edges():
     assert sparsity_schedule(0.875, 4) == [0.0, pytest.approx(0.5), pytest.approx(0.75), pytest.approx(0.875)]
     with pytest.raises(ValueError, match="n_iter=0"):
         sparsity_schedule(0.5, 0)
+    with pytest.raises(ValueError, match=r"^final_sparsity=1\.0 is not a sparsity"):
+        sparsity_schedule(1.0, 3)
+
+
+def test_unit_masks_of_a_later_layer_when_an_earlier_one_keeps_every_row():
+    """fc1 keeps all its rows, fc2 loses its first 8: only fc2's bias gets a unit mask (an
+    earlier unpruned layer must not end the search)."""
+    from wemem.ml.pruning import _unit_masks
+
+    model = _model()
+    masks = full_masks(model)
+    masks["fc2"][:8] = False
+    units = _unit_masks(model, masks)
+    assert list(units) == ["fc2.bias"]
+    assert units["fc2.bias"].tolist() == [False] * 8 + [True] * 120

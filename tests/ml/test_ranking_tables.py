@@ -76,7 +76,7 @@ def test_order_spellings_and_rank_refusals():
         rank_per_class(np.zeros(3), np.zeros(2))
     with pytest.raises(ValueError, match="must be 1-D of equal length"):
         rank_per_class(np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="^scores contain NaN; every sample needs a memorisation score"):
         rank_per_class(np.array([0.1, np.nan]), np.array([0, 1]))
     ranking = rank_per_class(np.array([0.3, 0.3, 0.3]), np.array([4, 2, 4]))
     assert list(ranking) == [2, 4] and ranking[4].dtype == np.int64
