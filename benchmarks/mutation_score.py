@@ -46,7 +46,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
                    "src/wemem/ml/attacks/audit.py"],
         "tests": ["tests/ml/test_attacks_threshold.py", "tests/ml/test_attacks_audit.py",
                   "tests/ml/test_properties.py", "tests/ml/test_attack_known_answers.py",
-                  "tests/ml/test_attacks.py"],
+                  "tests/ml/test_attacks.py", "tests/ml/test_attacks_registry.py", "tests/ml/test_attack_edges.py"],
         # the planted world with the six attacks that train no model (about a second per mutant)
         "pytest_args": ["-k", "not ten_attacks and not chance_when_membership"],
     },

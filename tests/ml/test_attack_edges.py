@@ -1,0 +1,91 @@
+"""Edge cases of the attack metrics by hand (issue 17: gaps the mutation run of metric.py,
+metrics.py and audit.py found): empty memorisation slices, 0/1 integer inputs, a class whose
+best rule flags nobody, and which ROC points a record keeps."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from wemem.ml.attacks import AttackData, ModelOutputs, slice_metrics, thinned_roc
+from wemem.ml.attacks.metric import conf_attack
+
+
+def test_slice_metrics_with_integer_inputs_and_empty_slices():
+    """0/1 integers mean the same as booleans; a slice without members (or a victim without
+    non-members) gives NaN for exactly the figures it cannot have."""
+    member = np.array([1, 1, 1, 0, 0, 0])
+    high = np.array([1, 0, 0, 0, 0, 0])
+    scores = np.array([3, 1, 0, 2, 0, 1])  # integers too
+    pred = np.array([1, 0, 0, 1, 0, 0])
+    got = slice_metrics(scores, pred, member, high)
+    # high: member 3 vs non-members 2, 0, 1: AUC 1; low: 1 and 0 vs 2, 0, 1: (0 + ½ + 1) + (0 + 0 + ½) = 2 of 6
+    assert got == {"fpr_decision": pytest.approx(1 / 3), "tpr_high": 1.0, "auc_high": 1.0, "tpr_low": 0.0,
+                   "auc_low": pytest.approx(2 / 6)}
+    none_high = slice_metrics(scores, pred, member, np.zeros(6, int))
+    assert math.isnan(none_high["tpr_high"]) and math.isnan(none_high["auc_high"])
+    assert none_high["tpr_low"] == pytest.approx(1 / 3) and none_high["auc_low"] == pytest.approx(5 / 9)  # 3: 3 wins; 1: 1 + ½; 0: ½
+    all_members = slice_metrics(scores, pred, np.ones(6, int), high)
+    assert math.isnan(all_members["fpr_decision"])
+    assert math.isnan(all_members["auc_high"]) and math.isnan(all_members["auc_low"])
+    assert all_members["tpr_high"] == 1.0 and all_members["tpr_low"] == pytest.approx(1 / 5)
+
+
+def _outputs(true_logit, labels, member):
+    logits = np.zeros((len(labels), 2), np.float32)
+    logits[np.arange(len(labels)), labels] = true_logit
+    return ModelOutputs(logits, np.asarray(labels, np.int64), np.asarray(member, bool))
+
+
+def test_shadows_without_members_flag_nobody_and_score_by_the_value_itself():
+    """Shadows without a single member: every threshold is +inf (the "nobody is a member"
+    rule), so every victim sample is predicted a non-member and scored by its plain
+    confidence p = e^z / (e^z + 1) (value − 0, not value − inf)."""
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    shadow = _outputs([2, 0, 0, 2], [0, 0, 1, 1], [0, 0, 0, 0])
+    target = _outputs([2, 1, 0, 3], [0, 0, 1, 1], [1, 0, 1, 0])
+    data = AttackData(target, [shadow], np.zeros((1, 4, 2), np.float32), np.zeros((1, 2), np.float32),
+                      np.zeros((1, 1, 2), np.float32), np.zeros(1, np.int64))
+    r = conf_attack(data, None)
+    assert r.name == "conf"
+    np.testing.assert_array_equal(r.predictions, [False] * 4)
+    np.testing.assert_allclose(r.scores, [sig(2), sig(1), sig(0), sig(3)], atol=1e-7)
+
+
+def _interleaved(k: int):
+    """k members and k non-members, scores descending member, non-member, member, …: the ROC has
+    2k + 1 points, each FPR level reached by exactly two of them."""
+    scores = np.arange(2 * k, 0, -1).astype(float)
+    member = np.arange(2 * k) % 2 == 0
+    return scores, member
+
+
+def test_thinned_roc_keeps_every_point_of_a_short_curve():
+    scores, member = _interleaved(5)
+    roc = thinned_roc(scores, member)
+    assert set(roc) == {"fpr", "tpr"}
+    # by hand: (0, 0), then for j = 0..4 a member step (j/5, (j+1)/5) and a non-member step ((j+1)/5, (j+1)/5)
+    fpr = [0.0] + [v for j in range(5) for v in (j / 5, (j + 1) / 5)]
+    tpr = [0.0] + [v for j in range(5) for v in ((j + 1) / 5, (j + 1) / 5)]
+    assert roc["fpr"] == pytest.approx(fpr) and roc["tpr"] == pytest.approx(tpr)
+
+
+def test_thinned_roc_keeps_the_resolution_end_and_both_ends():
+    """2,000 non-members, 100 members: the kept points start at (0, 0), reach FPR 1/2000 (the
+    resolution: the first non-member), end at (1, 1), number at most 2·n_points + 2, and the
+    default is 200 points."""
+    rng = np.random.default_rng(0)
+    member = np.r_[np.ones(100, bool), np.zeros(2000, bool)]
+    scores = rng.permutation(member.size).astype(float) + 3000 * member * (rng.random(member.size) < 0.3)
+    roc = thinned_roc(scores, member, n_points=30)
+    fpr, tpr = np.array(roc["fpr"]), np.array(roc["tpr"])
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert fpr[fpr > 0].min() == pytest.approx(1 / 2000)
+    assert len(fpr) <= 62 and np.all(np.diff(fpr) >= 0)
+    # every log-spaced FPR level from 1/2000 to 1 has a kept point at or just after it
+    for level in np.logspace(np.log10(1 / 2000), 0, 30):
+        assert (fpr >= level - 1e-12).any() and fpr[fpr >= level - 1e-12].min() <= max(2 * level, level + 2 / 2000)
+    assert thinned_roc(scores, member) == thinned_roc(scores, member, n_points=200)
+    assert len(thinned_roc(scores, member)["fpr"]) > len(roc["fpr"])
