@@ -89,3 +89,43 @@ def test_thinned_roc_keeps_the_resolution_end_and_both_ends():
         assert (fpr >= level - 1e-12).any() and fpr[fpr >= level - 1e-12].min() <= max(2 * level, level + 2 / 2000)
     assert thinned_roc(scores, member) == thinned_roc(scores, member, n_points=200)
     assert len(thinned_roc(scores, member)["fpr"]) > len(roc["fpr"])
+
+
+def test_integer_labels_mean_the_same_as_booleans():
+    """Members and predictions given as 0/1 integers give the booleans' answers (a 0/1 array
+    used as an index would pick rows 0 and 1 instead)."""
+    from wemem.ml.attacks.metric import class_thresholds
+    from wemem.ml.attacks.metrics import attack_metrics, balanced_accuracy
+
+    member = np.array([1, 1, 1, 0, 0])
+    pred = np.array([1, 0, 1, 0, 1])
+    assert balanced_accuracy(pred, member) == pytest.approx(0.5 * (2 / 3 + 1 / 2))
+    scores = np.array([5, 4, 1, 2, 3])  # integer scores: members 5, 4, 1 vs 2, 3: 2 + 2 + 0 of 6 pairs
+    m = attack_metrics(scores, pred, member)
+    assert m["balanced_acc"] == pytest.approx(7 / 12) and m["auc"] == pytest.approx(4 / 6)
+    values = np.array([0.9, 0.2, 0.8, 0.3, 0.6, 0.4])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    th, g = class_thresholds(values, labels, np.array([1, 0, 1, 1, 0, 0]), 2)
+    # class 0: members 0.9, 0.8 vs 0.2: t = 0.8; class 1: member 0.3 vs 0.6, 0.4: lowest best is 0.3
+    assert th.tolist() == [0.8, 0.3]
+
+
+def test_missing_groups_give_nan_and_a_one_group_class_gets_the_global_threshold():
+    from wemem.ml.attacks.metric import as_values, class_thresholds
+    from wemem.ml.attacks.metrics import attack_metrics, balanced_accuracy, measurable
+
+    everyone = attack_metrics(np.array([0.1, 0.2]), np.array([True, False]), np.array([True, True]))
+    assert all(math.isnan(v) for v in everyone.values()) and set(everyone) == {
+        "balanced_acc", "auc", "tpr_at_1fpr", "tpr_at_0.1fpr"}
+    assert math.isnan(balanced_accuracy(np.array([True]), np.array([False])))
+    # class 1 has members only: it takes the global threshold of all values (members 0.9, 0.7,
+    # 0.5 vs non-members 0.6, 0.1: t = 0.7, ½(2/3 + 1) beats t = 0.5's ½(1 + ½))
+    values = np.array([0.9, 0.6, 0.1, 0.7, 0.5])
+    labels = np.array([0, 0, 0, 1, 1])
+    member = np.array([True, False, False, True, True])
+    th, g = class_thresholds(values, labels, member, 2)
+    assert g == 0.7 and th.tolist() == [0.9, 0.7]
+    with pytest.raises(ValueError, match="^threshold search: values contain NaN$"):
+        as_values([0.1, float("nan")])
+    assert measurable(1.0, 1) and not measurable(0.5, 1) and measurable(0.01, 100) and not measurable(0.01, 99)
+    assert not measurable(0.01, 0)
