@@ -29,6 +29,7 @@ MEMSCORES = pd.DataFrame({"index": [3, 0, 5, 1, 4, 2], "label": [0, 0, 1, 0, 1, 
 def test_rankings_table_by_hand():
     table = rankings_table(MEMSCORES)
     assert list(table.columns) == ["order", "label", "rank", "index", "score"]
+    assert table.index.tolist() == list(range(12))
     rows = [tuple(r) for r in table.itertuples(index=False)]
     assert rows == [
         ("h2l", 0, 0, 1, 0.9), ("h2l", 0, 1, 0, 0.7), ("h2l", 0, 2, 3, 0.1),
@@ -95,7 +96,8 @@ def test_risky_sets_and_thresholds_by_hand():
     assert t == 0.9 and mask.tolist() == [False, True, False, True, False, False]
     mask, t = risk_threshold(scores, 0.05, "fraction")  # round(0.3) = 0: nobody, threshold inf
     assert not mask.any() and math.isinf(t) and t > 0
-    mask, t = risk_threshold(scores, 0.6, "value")
+    mask, t = risk_threshold(scores, 0.6)  # value mode by default
     assert t == 0.6 and mask.tolist() == [False, True, False, True, False, False]
+    np.testing.assert_array_equal(risky_mask(scores, 0.6), mask)
     with pytest.raises(ValueError, match="tau_mode='share'"):
         risky_mask(scores, 0.5, "share")
