@@ -129,3 +129,14 @@ def test_missing_groups_give_nan_and_a_one_group_class_gets_the_global_threshold
         as_values([0.1, float("nan")])
     assert measurable(1.0, 1) and not measurable(0.5, 1) and measurable(0.01, 100) and not measurable(0.01, 99)
     assert not measurable(0.01, 0)
+
+
+def test_thinned_roc_ends_at_one_one_when_the_lowest_score_is_a_member():
+    """The lowest-scored sample is a member: the curve reaches FPR 1 before TPR 1, and the last
+    point (1, 1) is still kept; 0/1 integer labels give the same curve as booleans."""
+    member = np.array([True, False, True, False, False, True])
+    scores = np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    roc = thinned_roc(scores, member, n_points=3)
+    assert (roc["fpr"][-1], roc["tpr"][-1]) == (1.0, 1.0)
+    assert (1.0, pytest.approx(2 / 3)) in list(zip(roc["fpr"], roc["tpr"]))
+    assert thinned_roc(scores, member.astype(int), n_points=3) == roc
