@@ -8,7 +8,8 @@ except for the two result files). Writes ``benchmarks/results/mutation_score.jso
 score, and every survivor with its diff and, where ``benchmarks/mutation_equivalent.json`` has
 one, the reason it is equivalent or harmless.
 
-Score = killed (timeouts count as killed) / (all mutants − those listed as equivalent).
+Score = killed (timeouts count as killed) / (all mutants − those noted as equivalent); a survivor
+noted as harmless (e.g. it changes only which ROC points a plot keeps) still counts against it.
 
     nice -n 15 .venv/bin/python benchmarks/mutation_score.py                 # every group
     nice -n 15 .venv/bin/python benchmarks/mutation_score.py --groups pruning,attacks_metric
@@ -92,6 +93,15 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}
 
 
+def no_deadline(conftest: Path) -> None:
+    """Hypothesis without its wall-clock deadline in a copy's conftest.py."""
+    text = conftest.read_text()
+    old = 'register_profile("wemem", database=None, derandomize=True)'
+    if old not in text:
+        raise SystemExit(f"{conftest}: the Hypothesis profile line changed; update mutation_score.py")
+    conftest.write_text(text.replace(old, old[:-1] + ", deadline=None)"))
+
+
 def toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
@@ -103,12 +113,7 @@ def make_copy(group: dict[str, list[str]], where: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results", ".hypothesis")
     for part in ("src", "tests", "benchmarks"):
         shutil.copytree(REPO / part, where / part, ignore=ignore)
-    conftest = where / "tests" / "conftest.py"
-    text = conftest.read_text()
-    old = 'register_profile("wemem", database=None, derandomize=True)'
-    if old not in text:
-        raise SystemExit(f"{conftest}: the Hypothesis profile line changed; update mutation_score.py")
-    conftest.write_text(text.replace(old, old[:-1] + ", deadline=None)"))
+    no_deadline(where / "tests" / "conftest.py")
     tests = [t for t in group["tests"] if (REPO / t).exists()]
     deselect = [a for d in DESELECT if d.split("::")[0] in tests for a in ("--deselect", d)]
     deselect += group.get("pytest_args", [])
@@ -163,7 +168,7 @@ def diff_of(where: Path, name: str) -> str:
 
 
 def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: bool,
-              existing: Path | None = None) -> dict:
+              existing: Path | None = None, rerun: bool = False) -> dict:
     """Mutation-test one group in a fresh temporary copy (or, with ``existing``, only read the
     results of a copy an earlier run kept, e.g. one stopped part-way)."""
     where = existing or Path(tempfile.mkdtemp(prefix=f"wemem-mutation-{name}-"))
@@ -172,7 +177,17 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
         if existing is None:
             make_copy(group, where)
             with open(where / "mutmut.log", "w") as log:
-                proc = mutmut(where, "run", "--max-children", str(max_children), log=log)
+                mutmut(where, "run", "--max-children", str(max_children), log=log)
+        elif rerun:
+            # the checkout's current tests into the kept copy; only its survivors run again
+            # (mutmut collects stats for new tests; the group's test files must be the same)
+            for dst in (where / "tests", where / "mutants" / "tests"):
+                shutil.copytree(REPO / "tests", dst, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                no_deadline(dst / "conftest.py")
+            names = [k for k, v in read_results(where).items() if v in ("survived", "no tests", "suspicious")]
+            with open(where / "mutmut.log", "a") as log:
+                mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
         if not statuses:
             tail = (where / "mutmut.log").read_text()[-3000:]
@@ -187,7 +202,8 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
         killed = counts.get("killed", 0) + counts.get("timeout", 0)
-        n_equivalent = sum(1 for s in survivors if s["equivalent"])
+        # a note that calls the mutant harmless (not equivalent) keeps it counted as a survivor
+        n_equivalent = sum(1 for s in survivors if s["equivalent"] and "harmless" not in s["equivalent"])
         # a run stopped part-way leaves mutants "not checked": they are not scored
         scored = len(statuses) - n_equivalent - counts.get("skipped", 0) - counts.get("not checked", 0)
         return {
@@ -208,7 +224,8 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
 
 def markdown(report: dict) -> str:
     lines = ["# Mutation score (mutmut 3, `benchmarks/mutation_score.py`)", "",
-             "Score = killed (timeouts included) / (mutants − survivors judged equivalent).", "",
+             "Score = killed (timeouts included) / (mutants − survivors judged equivalent); survivors judged "
+             "harmless still count against the score.", "",
              "| group | mutants | killed | survived | not covered | not checked | equivalent | score | raw | time (s) | ran |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in report["groups"].items():
@@ -237,6 +254,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy (prints where)")
     ap.add_argument("--list", action="store_true", help="list the groups and exit")
     ap.add_argument("--from-dir", type=Path, help="only read the results of a kept copy (one group)")
+    ap.add_argument("--rerun-survivors", action="store_true",
+                    help="with --from-dir: copy the current tests in and run the copy's survivors again")
     args = ap.parse_args()
     if args.list:
         for name, g in GROUPS.items():
@@ -253,7 +272,7 @@ def main() -> None:
     out = RESULTS / "mutation_score.json"
     for name in names:
         print(f"[{name}] mutating {', '.join(GROUPS[name]['mutate'])}", flush=True)
-        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir)
+        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir, args.rerun_survivors)
         print(f"[{name}] {g['killed']}/{g['mutants']} killed, score {g['score']}, {g['seconds']} s", flush=True)
         write(name, g, out)
 
