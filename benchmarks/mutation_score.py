@@ -27,7 +27,6 @@ import difflib
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
