@@ -140,3 +140,87 @@ def test_thinned_roc_ends_at_one_one_when_the_lowest_score_is_a_member():
     assert (roc["fpr"][-1], roc["tpr"][-1]) == (1.0, 1.0)
     assert (1.0, pytest.approx(2 / 3)) in list(zip(roc["fpr"], roc["tpr"]))
     assert thinned_roc(scores, member.astype(int), n_points=3) == roc
+
+
+def _eps_brute(scores, member, delta, alpha=0.05):
+    """ε lower bound by a loop over every threshold, with scipy's exact binomial intervals
+    (binomtest), both inequalities of (ε, δ)-DP, floored at 0."""
+    from scipy.stats import binomtest
+
+    n_mem, n_non = int(member.sum()), int((~member).sum())
+    best = 0.0
+    for t in np.append(np.unique(scores), np.inf):
+        tp, fp = int((scores[member] >= t).sum()), int((scores[~member] >= t).sum())
+        fpr_hi = binomtest(fp, n_non).proportion_ci(1 - alpha, method="exact").high
+        tpr_lo = binomtest(tp, n_mem).proportion_ci(1 - alpha, method="exact").low
+        if tpr_lo - delta > 0:
+            best = max(best, math.log((tpr_lo - delta) / fpr_hi))
+        if 1 - fpr_hi - delta > 0 and tpr_lo < 1:
+            best = max(best, math.log((1 - fpr_hi - delta) / (1 - tpr_lo)))
+    return best
+
+
+def test_epsilon_lower_bound_equals_a_threshold_loop_with_exact_intervals():
+    """Unequal groups and overlapping scores, so the two inequalities give different bounds
+    (the perfect-separation case is symmetric); the default δ is 1e-5, α is passed on, one
+    member is enough, and the NaN of a missing group comes without warnings."""
+    import warnings
+
+    from wemem.ml.attacks import epsilon_lower_bound
+
+    rng = np.random.default_rng(3)
+    member = np.r_[np.ones(30, bool), np.zeros(50, bool)]
+    scores = np.round(rng.normal(size=80) + 1.5 * member, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = epsilon_lower_bound(scores, member)
+        assert got == pytest.approx(_eps_brute(scores, member, 1e-5), rel=1e-9) and got > 0.5
+        assert epsilon_lower_bound(scores, member, 0.01, alpha=0.3) == pytest.approx(
+            _eps_brute(scores, member, 0.01, alpha=0.3), rel=1e-9)
+        # skewed: members far above, so FP = 0 with many TP (the first inequality) decides
+        skew = np.r_[np.arange(30) + 100.0, np.arange(50) * 1.0]
+        assert epsilon_lower_bound(skew, member) == pytest.approx(_eps_brute(skew, member, 1e-5), rel=1e-9)
+        flip = np.r_[np.arange(30) * 1.0, np.arange(50) + 100.0]  # members below: TN high, the second decides
+        assert epsilon_lower_bound(-flip, member) == pytest.approx(_eps_brute(-flip, member, 1e-5), rel=1e-9)
+        one = np.r_[True, np.zeros(20, bool)]
+        assert epsilon_lower_bound(np.arange(21.0)[::-1], one) == pytest.approx(
+            _eps_brute(np.arange(21.0)[::-1], one, 1e-5), abs=1e-12)
+        assert math.isnan(epsilon_lower_bound(np.arange(3.0), np.ones(3, bool)))
+        assert math.isnan(epsilon_lower_bound(np.arange(3.0), np.zeros(3, bool)))
+
+
+def test_clopper_pearson_at_one_success_one_failure_and_tiny_n():
+    from scipy.stats import binomtest
+
+    from wemem.ml.attacks import clopper_pearson
+
+    for k, n in ((1, 20), (19, 20), (0, 1), (1, 1), (1, 2)):
+        lo, hi = clopper_pearson(np.array([k]), n)
+        ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+        assert (lo[0], hi[0]) == (pytest.approx(ci.low, abs=1e-10), pytest.approx(ci.high, abs=1e-10)), (k, n)
+    with pytest.raises(ValueError, match="^clopper_pearson: n must be positive, got 0$"):
+        clopper_pearson(np.array([0]), 0)
+
+
+def test_attack_metrics_with_integer_labels_and_missing_groups_warn_nothing():
+    import warnings
+
+    from wemem.ml.attacks.metrics import attack_metrics
+
+    rng = np.random.default_rng(0)
+    member = np.r_[np.ones(50, bool), np.zeros(1000, bool)]
+    scores = rng.normal(size=member.size) + member
+    as_bool = attack_metrics(scores, scores > 0.5, member)
+    as_int = attack_metrics(scores, (scores > 0.5).astype(int), member.astype(int))
+    assert as_int == as_bool and math.isfinite(as_bool["tpr_at_0.1fpr"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for m in (np.ones(4, bool), np.zeros(4, bool)):
+            got = attack_metrics(np.arange(4.0), np.array([1, 0, 1, 0], bool), m)
+            assert all(math.isnan(v) for v in got.values())
+        got = slice_metrics(np.arange(4.0), np.array([1, 0, 1, 0], bool), np.ones(4, bool), np.zeros(4, bool))
+        assert got["tpr_low"] == 0.5 and all(math.isnan(got[k]) for k in ("fpr_decision", "tpr_high", "auc_high",
+                                                                            "auc_low"))
+        got = slice_metrics(np.arange(4.0), np.array([1, 0, 1, 0], bool), np.zeros(4, bool), np.zeros(4, bool))
+        assert got["fpr_decision"] == 0.5 and all(math.isnan(got[k]) for k in ("tpr_high", "auc_high", "tpr_low",
+                                                                                "auc_low"))
