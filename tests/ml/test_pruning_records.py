@@ -181,3 +181,19 @@ def test_prune_step_treats_a_layer_without_a_mask_as_unpruned():
     masks = prune_step(model, only_fc1, "l1_unstructured", 0.25)
     assert set(masks) == {"fc1", "fc2"}
     assert int((~masks["fc2"]).sum()) == 8192 and int((~masks["fc1"]).sum()) == 768
+
+
+def test_masks_given_as_integers_come_back_as_booleans():
+    """A 0/1 uint8 mask (e.g. loaded from a file) is read as booleans: the mask helpers and a
+    pruning step hand back bool masks with the same entries, and a mask naming nothing fails
+    with the whole message."""
+    model = _model()
+    ones = torch.ones_like(model.fc1.weight, dtype=torch.uint8)
+    ones[0] = 0
+    (key, param, mask), = masked_parameters(model, {"fc1": ones})
+    assert mask.dtype == torch.bool and int((~mask).sum()) == 12
+    new = prune_step(model, {"fc1": ones}, "l1_unstructured", 0.25)
+    assert new["fc1"].dtype == torch.bool and not new["fc1"][0].any() and int((~new["fc1"]).sum()) == 768
+    with pytest.raises(ValueError, match=r"^mask for 'nope' matches no module or parameter of ColumnFC; "
+                                         r"masks must come from pruning this architecture$"):
+        masked_parameters(model, {"nope": ones})
