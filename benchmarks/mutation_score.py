@@ -109,11 +109,11 @@ def toml_list(items: list[str]) -> str:
 
 
 def make_copy(group: dict[str, list[str]], where: Path) -> None:
-    """The project's src/, tests/, benchmarks/ and pyproject.toml in ``where``, with a
+    """The project's src/, tests/, benchmarks/, conf/ and pyproject.toml in ``where``, with a
     ``[tool.mutmut]`` section for ``group`` and Hypothesis without its wall-clock deadline (a
     mutant that is merely slower must not count as killed)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results", ".hypothesis")
-    for part in ("src", "tests", "benchmarks"):
+    for part in ("src", "tests", "benchmarks", "conf"):
         shutil.copytree(REPO / part, where / part, ignore=ignore)
     no_deadline(where / "tests" / "conftest.py")
     tests = [t for t in group["tests"] if (REPO / t).exists()]
@@ -125,7 +125,7 @@ def make_copy(group: dict[str, list[str]], where: Path) -> None:
         f"only_mutate = {toml_list(group['mutate'])}\n"
         f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
         f"pytest_add_cli_args = {toml_list(['-q', '-p', 'no:randomly', *deselect])}\n"
-        "also_copy = [\"benchmarks/\"]\n"
+        "also_copy = [\"benchmarks/\", \"conf/\"]\n"
         "use_git_change_detection = false\n"
         "timeout_multiplier = 20.0\n"
         "timeout_constant = 10.0\n"
@@ -191,7 +191,7 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             with open(where / "mutmut.log", "a") as log:
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
-        if not statuses:
+        if not statuses or all(v == "not checked" for v in statuses.values()):
             tail = (where / "mutmut.log").read_text()[-3000:]
             raise SystemExit(f"mutmut gave no results for group {name}:\n{tail}")
         equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}

@@ -180,8 +180,15 @@ def test_epsilon_lower_bound_equals_a_threshold_loop_with_exact_intervals():
         # skewed: members far above, so FP = 0 with many TP (the first inequality) decides
         skew = np.r_[np.arange(30) + 100.0, np.arange(50) * 1.0]
         assert epsilon_lower_bound(skew, member) == pytest.approx(_eps_brute(skew, member, 1e-5), rel=1e-9)
-        flip = np.r_[np.arange(30) * 1.0, np.arange(50) + 100.0]  # members below: TN high, the second decides
-        assert epsilon_lower_bound(-flip, member) == pytest.approx(_eps_brute(-flip, member, 1e-5), rel=1e-9)
+        # more members than non-members, perfectly separated: the second inequality decides
+        # (by hand: log((1 − FPR_hi)/(1 − TPR_lo)) with TPR_lo = 0.025^(1/50), FPR_hi = 1 − 0.025^(1/30))
+        many = np.r_[np.ones(50, bool), np.zeros(30, bool)]
+        sep = many.astype(float)
+        t_lo, f_hi = 0.025 ** (1 / 50), 1 - 0.025 ** (1 / 30)
+        by_hand = math.log((1 - f_hi - 1e-5) / (1 - t_lo))
+        assert by_hand > math.log((t_lo - 1e-5) / f_hi) + 0.3
+        assert epsilon_lower_bound(sep, many) == pytest.approx(by_hand, rel=1e-9)
+        assert epsilon_lower_bound(sep, many) == pytest.approx(_eps_brute(sep, many, 1e-5), rel=1e-9)
         one = np.r_[True, np.zeros(20, bool)]
         assert epsilon_lower_bound(np.arange(21.0)[::-1], one) == pytest.approx(
             _eps_brute(np.arange(21.0)[::-1], one, 1e-5), abs=1e-12)
