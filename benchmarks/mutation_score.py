@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import functools
 import datetime as dt
 import json
 import os
@@ -149,14 +150,20 @@ def read_results(where: Path) -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _functions(path: Path) -> tuple[str, dict[str, ast.AST]]:
+    """A mutated file's source and its functions by name (parsed once per file)."""
+    source = path.read_text()
+    return source, {n.name: n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
 def diff_of(where: Path, name: str) -> str:
     """The mutant's changed lines: its function in mutants/ against the original copy mutmut
     keeps beside it (``<function>__mutmut_orig``), without starting mutmut once per survivor."""
     module, function = name.rsplit(".", 1)
     base = where / "mutants" / "src" / Path(*module.split("."))
     path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
-    source = path.read_text()
-    found = {n.name: n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    source, found = _functions(path)
     orig_name = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
     if function not in found or orig_name not in found:
         return f"(source of {function} not found)"
