@@ -427,3 +427,30 @@ def test_exact_in_out_case_from_fixed_per_model_correctness(monkeypatch):
     np.testing.assert_allclose(table["score"], [1.0, 4 / 7, 0.0])
     assert table["n_in"].tolist() == [2, 2, 3] and table["n_out"].tolist() == [2, 2, 1]
     assert table["index"].tolist() == [0, 1, 2] and table["label"].tolist() == [0, 1, 0]
+
+
+def test_summary_fields_by_hand():
+    """Every field of the memorisation summary by hand (issue 17: the mutation run found its keys
+    and counts unchecked)."""
+
+    # scores 0, 0, 0.25, 0.5, 1 (two exactly 0, one exactly 1); raw scores −0.5 … 1.5
+    table = pd.DataFrame({"score": [0.0, 0.0, 0.25, 0.5, 1.0], "raw_score": [-0.5, 0.0, 0.5, 1.0, 1.5],
+                          "label": [0, 1, 0, 1, 0], "n_in": [3, 2, 4, 5, 3], "n_out": [6, 7, 1, 4, 2]})
+    got = summarise_scores(table, "toy", _cfg(m=8), tau=0.5)
+    assert set(got) == {"dataset", "n", "m", "estimator", "imported", "raw", "score", "share_exactly_0",
+                        "share_exactly_1", "tau", "share_at_or_above_tau", "tau_mode", "threshold",
+                        "flagged_share", "n_flagged", "min_n_in", "min_n_out"}
+    assert (got["dataset"], got["n"], got["m"], got["estimator"], got["imported"]) == (
+        "toy", 5, 8, _cfg(m=8).estimator, False)
+    assert got["score"]["mean"] == pytest.approx(0.35) and got["score"]["50%"] == 0.25
+    assert got["raw"]["min"] == -0.5 and got["raw"]["max"] == 1.5 and got["raw"]["count"] == 5
+    assert (got["share_exactly_0"], got["share_exactly_1"]) == (0.4, 0.2)
+    assert (got["tau"], got["share_at_or_above_tau"], got["tau_mode"], got["threshold"]) == (0.5, 0.4, "value", 0.5)
+    assert (got["flagged_share"], got["n_flagged"], got["min_n_in"], got["min_n_out"]) == (0.4, 2, 2, 1)
+    top = summarise_scores(table, "toy", _cfg(m=8), tau=0.6, tau_mode="fraction")  # round(0.6·5) = 3 highest
+    assert (top["tau_mode"], top["n_flagged"], top["flagged_share"], top["threshold"]) == ("fraction", 3, 0.6, 0.25)
+    assert top["share_at_or_above_tau"] == 0.2  # scores ≥ 0.6 itself: only the 1.0
+    one = summarise_scores(table.iloc[:1], "toy", _cfg(m=8), tau=0.5)  # a single score 0: nobody flagged
+    assert (one["n"], one["n_flagged"], one["flagged_share"], one["threshold"]) == (1, 0, 0.0, 0.5)
+    nobody = summarise_scores(table, "toy", _cfg(m=8), tau=0.05, tau_mode="fraction")  # round(0.25) = 0
+    assert (nobody["n_flagged"], nobody["flagged_share"]) == (0, 0.0) and np.isinf(nobody["threshold"])
