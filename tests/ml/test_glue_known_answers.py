@@ -103,7 +103,7 @@ def test_child_params_are_the_combination_its_defense_settings_and_what_tau_sele
     assert child_params(RESULT, seed=7) == {
         "dataset": "mnist1d", "model": "column_fc", "pruning_method": "l1_unstructured", "sparsity": "0.6",
         "defense": "rmr", "variant": "rmr", "status": "ok", "chosen_attack": "lira", "strongest_attack": "conf",
-        "seed": "7", "defense.tau": "0.6", "defense.w": "12", "defense.risky_fraction": "0.1",
+        "seed": "7", "reference": "False", "defense.tau": "0.6", "defense.w": "12", "defense.risky_fraction": "0.1",
         "defense.n_risky": "30", "defense.tau_threshold": "0.55",
     }
     unpruned = {**RESULT, "method": None, "sparsity": None, "chosen_attack": "", "settings": {}}
@@ -163,7 +163,8 @@ def test_tracking_logs_one_child_run_with_exactly_child_params_and_child_metrics
     hook._log_child(RESULT)
     (exp, name, tags), = hook.client.runs
     assert (exp, name, tags["mlflow.parentRunId"], tags["wemem.namespace"]) == (
-        "exp", "l1_unstructured_s60.rmr", "parent", "l1_unstructured_s60.rmr")
+        "exp", "rmr · l1_unstructured 60%", "parent", "l1_unstructured_s60.rmr")
+    assert (tags["wemem.defense"], tags["wemem.reference"], tags["wemem.seed"]) == ("rmr", "false", "7")
     (rid, metrics, params), = hook.client.batches
     assert metrics == child_metrics(RESULT) and params == child_params(RESULT, 7)
     assert hook.client.ended == [(rid, "FINISHED")] and not hook.failed
