@@ -138,7 +138,7 @@ def test_attack_record_keys_and_failed_combination():
     settings = MiaEvaluationSettings.model_validate({"attacks": ["hconf", "lira", "rmia"], "roc_points": 20})
     record = attack_record(combo, outputs, log, dataset="mnist1d", model="column_fc", settings=settings,
                            seed=0, device="cpu")
-    assert list(record) == ["namespace", "method", "sparsity", "variant", "one_shot", "dataset", "model", "status",
+    assert list(record) == ["namespace", "method", "sparsity", "variant", "one_shot", "dataset", "model", "seed", "status",
                             "defense", "settings", "settings_text", "train_acc", "test_acc", "n_members",
                             "n_nonmembers", "finetune_seconds", "final_sparsity", "epsilon", "delta", "tau", "n_high",
                             "attacks", "chosen_attack", "selection", "strongest_attack", "dev_acc",
