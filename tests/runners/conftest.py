@@ -22,3 +22,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+ENV = {
+    "DO_NOT_TRACK": "1", "KEDRO_DISABLE_TELEMETRY": "1", "WEMEM_MLFLOW_DISABLE": "1",
+    "KEDRO_MP_CONTEXT": "spawn",  # fork after torch has used threads can hang a worker
+    "OMP_NUM_THREADS": "1",       # read by torch in each spawned worker: 2 workers x 1 thread
+}
+
+
+@pytest.fixture(scope="module")
+def env():
+    """The environment of a process-based runner test (spawned workers, one thread each, no
+    telemetry or MLflow)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in ENV.items():
+            mp.setenv(key, value)
+        yield

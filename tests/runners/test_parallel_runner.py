@@ -16,20 +16,6 @@ from kedro.runner import ParallelRunner, SequentialRunner
 from tests.runners import assert_same_results, make_project, results, run_project
 from wemem.pipelines.memscore.nodes import make_shard_node
 
-ENV = {
-    "DO_NOT_TRACK": "1", "KEDRO_DISABLE_TELEMETRY": "1", "WEMEM_MLFLOW_DISABLE": "1",
-    "KEDRO_MP_CONTEXT": "spawn",  # fork after torch has used threads can hang a worker
-    "OMP_NUM_THREADS": "1",       # read by torch in each spawned worker: 2 workers x 1 thread
-}
-
-
-@pytest.fixture(scope="module")
-def env():
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in ENV.items():
-            mp.setenv(key, value)
-        yield
-
 
 @pytest.fixture(scope="module")
 def sequential_project(tmp_path_factory, env, one_thread) -> Path:

@@ -12,20 +12,8 @@ from kedro.runner import ParallelRunner, SequentialRunner
 
 from tests.runners import TINY, latest, make_project, run_project
 
-ENV = {
-    "DO_NOT_TRACK": "1", "KEDRO_DISABLE_TELEMETRY": "1", "WEMEM_MLFLOW_DISABLE": "1",
-    "KEDRO_MP_CONTEXT": "spawn", "OMP_NUM_THREADS": "1",
-}
 SEEDS = [3, 4]
 PARAMS = {**TINY, "repeats": {"seeds": SEEDS}}
-
-
-@pytest.fixture(scope="module")
-def env():
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in ENV.items():
-            mp.setenv(key, value)
-        yield
 
 
 def _memscores(project: Path, seed: int) -> pd.DataFrame:

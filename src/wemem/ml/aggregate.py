@@ -60,35 +60,8 @@ def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str] = KEYS, seed_column:
     return pd.DataFrame(out)
 
 
-def mean_std_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str] = ("defense",),
-                      scale: float = 100.0, digits: int = 2) -> str:
-    """A Markdown table of ``mean ± std`` cells: ``columns`` maps a metric to its header;
-    values are multiplied by ``scale`` (percent by default), except metrics measured in
-    seconds, shown as they are."""
-    head = [*keys, *columns.values(), "seeds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, row in agg.iterrows():
-        cells = [str(row[k]) for k in keys]
-        for col in columns:
-            mean, std = row.get(f"{col}_mean", np.nan), row.get(f"{col}_std", np.nan)
-            if "seconds" in col:
-                mean, std = mean / scale, std / scale
-            if not np.isfinite(mean):
-                cells.append("—")
-            elif np.isfinite(std):
-                cells.append(f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}")
-            else:
-                cells.append(f"{scale * mean:.{digits}f}")
-        cells.append(str(row["n_seeds"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def interval_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str] = ("defense",),
-                      scale: float = 100.0, digits: int = 2) -> str:
-    """A Markdown table of ``mean ± std [ci_low, ci_high]`` cells (the 95% interval of the mean;
-    with one seed only the mean): ``columns`` maps a metric to its header; values are multiplied
-    by ``scale`` (percent by default) except metrics measured in seconds."""
+def _markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str], scale: float, digits: int,
+              interval: bool) -> str:
     head = [*keys, *columns.values(), "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in agg.iterrows():
@@ -99,13 +72,31 @@ def interval_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence
             lo, hi = row.get(f"{col}_ci_low", np.nan), row.get(f"{col}_ci_high", np.nan)
             if not np.isfinite(mean):
                 cells.append("—")
-            elif np.isfinite(std):
-                cells.append(f"{f * mean:.{digits}f} ± {f * std:.{digits}f} [{f * lo:.{digits}f}, {f * hi:.{digits}f}]")
-            else:
+            elif not np.isfinite(std):
                 cells.append(f"{f * mean:.{digits}f}")
-        cells.append(str(row["n_seeds"]) + (f" ({row['n_failed']} failed)" if row.get("n_failed") else ""))
+            else:
+                cell = f"{f * mean:.{digits}f} ± {f * std:.{digits}f}"
+                cells.append(cell + (f" [{f * lo:.{digits}f}, {f * hi:.{digits}f}]" if interval else ""))
+        failed = f" ({row['n_failed']} failed)" if interval and row.get("n_failed") else ""
+        cells.append(str(row["n_seeds"]) + failed)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def mean_std_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str] = ("defense",),
+                      scale: float = 100.0, digits: int = 2) -> str:
+    """A Markdown table of ``mean ± std`` cells: ``columns`` maps a metric to its header;
+    values are multiplied by ``scale`` (percent by default), except metrics measured in
+    seconds, shown as they are."""
+    return _markdown(agg, columns, keys, scale, digits, interval=False)
+
+
+def interval_markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str] = ("defense",),
+                      scale: float = 100.0, digits: int = 2) -> str:
+    """A Markdown table of ``mean ± std [ci_low, ci_high]`` cells (the 95% interval of the mean;
+    with one seed only the mean) and the failed repeats counted: ``columns`` maps a metric to its
+    header; values are multiplied by ``scale`` (percent by default) except metrics in seconds."""
+    return _markdown(agg, columns, keys, scale, digits, interval=True)
 
 
 def comparison_agg_markdown(agg: pd.DataFrame, attacks: Sequence[str]) -> str:
