@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from kedro.runner import ParallelRunner, SequentialRunner
 
 from tests.runners import TINY, latest, make_project, run_project
