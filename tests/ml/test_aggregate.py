@@ -55,3 +55,49 @@ def test_seconds_stay_in_seconds_in_the_markdown():
     rows["finetune_seconds"] = [1.0, 2.0, 3.0, 4.0, np.nan]
     md = mean_std_markdown(aggregate_seeds(rows), {"finetune_seconds": "FT (s)"})
     assert "| base | 2.00 ± 1.00 | 3 |" in md
+
+
+def _seeded_table():
+    rows = _rows()
+    rows["chosen_acc"] = [0.66, 0.70, 0.80, 0.58, np.nan]
+    rows["chosen_attack"] = ["conf", "mentr", "mentr", "nn", ""]
+    rows["dev_acc"] = [0.59, 0.61, 0.63, 0.60, np.nan]
+    rows["shadow_max_attack"] = [0.71, 0.72, 0.73, 0.65, np.nan]
+    rows["defense_type"] = ["base", "base", "base", "rsw", "rsw"]
+    return rows
+
+
+def test_text_columns_carry_the_modal_value_of_the_successful_seeds():
+    agg = aggregate_seeds(_seeded_table()).set_index("defense")
+    assert agg.loc["base", "chosen_attack"] == "mentr"  # mentr twice, conf once (and first): the mode, not the first
+    assert agg.loc["rsw", "chosen_attack"] == "nn"  # the failed seed's "" is not counted
+    assert agg.loc["rsw", "defense_type"] == "rsw"
+
+
+def test_answer_select_layouts_and_plot_read_the_same_means():
+    # one mean over seeds for every reader: base's chosen attack 0.66, 0.70, 0.80 → 0.72 (std 0.0721),
+    # test 0.62; rsw one seed: its std is NaN, never 0
+    from wemem.ml.answer import _means as answer_means
+    from wemem.ml.experiment_tables import aggregated
+    from wemem.ml.select import _means as select_means
+
+    table = _seeded_table()
+    ans = answer_means(table).set_index("defense")
+    assert ans.loc["base", "attack_acc"] == pytest.approx(0.72)
+    assert ans.loc["base", "attack_acc_std"] == pytest.approx(np.std([0.66, 0.70, 0.80], ddof=1))
+    assert ans.loc["base", "test_acc"] == pytest.approx(0.62) and ans.loc["base", "n_seeds"] == 3
+    assert math.isnan(ans.loc["rsw", "attack_acc_std"]) and ans.loc["rsw", "n_seeds"] == 1
+    assert ans.loc["base", "chosen_attack"] == "mentr"
+    sel = select_means(table, ["dev_acc", "shadow_max_attack", "missing"]).set_index("defense")
+    assert sel.loc["base", "dev_acc"] == pytest.approx(0.61)
+    assert sel.loc["base", "shadow_max_attack"] == pytest.approx(0.72)
+    assert math.isnan(sel.loc["base", "missing"])
+    lay = aggregated(table).set_index("defense")
+    assert lay.loc["base", "chosen_acc_mean"] == pytest.approx(0.72) and lay.loc["base", "chosen_attack"] == "mentr"
+
+
+def test_rows_of_a_run_without_repeats_count_as_one_seed_each():
+    rows = _rows().assign(seed=np.nan)  # a single run's table: no seed
+    agg = aggregate_seeds(rows.iloc[[0, 3]]).set_index("defense")
+    assert agg.loc["base", "n_seeds"] == 1 and agg.loc["rsw", "n_seeds"] == 1
+    assert agg.loc["base", "test_acc_mean"] == pytest.approx(0.60)

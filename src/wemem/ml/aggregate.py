@@ -9,28 +9,48 @@ seed std and the interval are NaN, never zero.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["KEYS", "aggregate_seeds", "mean_std_markdown", "interval_markdown", "comparison_agg_markdown"]
+__all__ = ["KEYS", "TEXT", "aggregate_seeds", "combination_means", "mean_std_markdown", "interval_markdown",
+           "comparison_agg_markdown"]
 
 KEYS = ["dataset", "model", "pruning_method", "sparsity", "defense"]
 """The columns that name a combination; every other numeric column is a metric."""
+TEXT = ("defense_type", "settings", "chosen_attack", "strongest_attack")
+"""Text columns carried into the aggregate: the most frequent value over the combination's
+successful seeds (ties: the first seen), e.g. the attack chosen on the shadows most often."""
 
 
-def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str] = KEYS, seed_column: str = "seed") -> pd.DataFrame:
+def _modal(values: pd.Series) -> Any:
+    values = values.dropna()
+    if values.empty:
+        return None
+    counts = Counter(values.tolist())
+    top = max(counts.values())
+    return next(v for v in values.tolist() if counts[v] == top)
+
+
+def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str] = KEYS, seed_column: str = "seed",
+                    text: Sequence[str] = TEXT) -> pd.DataFrame:
     """One row per combination with ``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high`` and
     ``n_seeds`` (failed rows, status ≠ ok, are left out of the statistics and counted in
-    ``n_failed``).
+    ``n_failed``), and the text columns ``text`` present in ``rows`` (their modal value over the
+    successful seeds). This is the project's one mean over seeds: the aggregated table, the
+    report's answer, the select step, the experiment layouts and the privacy–utility plot all
+    read it.
 
     Args:
         rows: one row per (combination, seed), e.g. the comparison tables of several runs
             concatenated with a ``seed`` column.
         keys: the columns naming a combination (kept in first-seen order).
         seed_column: the column holding the seed.
+        text: text columns to carry (those missing from ``rows`` are skipped).
     """
     missing = [k for k in [*keys, seed_column] if k not in rows.columns]
     if missing:
@@ -39,14 +59,17 @@ def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str] = KEYS, seed_column:
     ok = rows["status"].eq("ok") if "status" in rows.columns else pd.Series(True, index=rows.index)
     metrics = [c for c in rows.columns
                if c not in (*keys, seed_column) and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].dtype != bool]
+    texts = [c for c in text if c in rows.columns and c not in keys]
     out = []
     groups = rows.groupby(list(keys), sort=False, dropna=False)
     for key, group in groups:
         good = group[ok.loc[group.index]]
         record = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        record["n_seeds"] = int(good[seed_column].nunique())
+        record["n_seeds"] = int(good[seed_column].nunique(dropna=False))  # NaN: a run without repeats
         record["n_failed"] = int(len(group) - len(good))
-        record["seeds"] = " ".join(str(s) for s in sorted(good[seed_column].unique()))
+        record["seeds"] = " ".join(str(s) for s in sorted(good[seed_column].dropna().unique()))
+        for col in texts:
+            record[col] = _modal(good[col] if len(good) else group[col])
         for col in metrics:
             values = good[col].to_numpy(dtype=np.float64)
             values = values[np.isfinite(values)]
@@ -58,6 +81,23 @@ def aggregate_seeds(rows: pd.DataFrame, keys: Sequence[str] = KEYS, seed_column:
                            f"{col}_ci_low": mean - half, f"{col}_ci_high": mean + half})
         out.append(record)
     return pd.DataFrame(out)
+
+
+def combination_means(table: pd.DataFrame, keys: Sequence[str] = KEYS) -> pd.DataFrame:
+    """:func:`aggregate_seeds` of a comparison table as plain columns, for the readers that want
+    one value per metric: ``<metric>`` is the mean over the successful seeds and ``<metric>_std``
+    its sample std (NaN with one seed); combinations with no successful seed are left out. A
+    table without a ``seed`` column is one run (each combination one seed)."""
+    rows = table if "seed" in table else table.assign(seed=0)
+    agg = aggregate_seeds(rows, keys)
+    agg = agg[agg["n_seeds"] > 0].reset_index(drop=True)
+    metrics = [c[:-5] for c in agg.columns if c.endswith("_mean")]
+    plain = agg[[c for c in agg.columns if not c.endswith(("_mean", "_std", "_ci_low", "_ci_high"))]]
+    values = {}
+    for m in metrics:
+        values[m] = agg[f"{m}_mean"]
+        values[f"{m}_std"] = agg[f"{m}_std"]
+    return pd.concat([plain, pd.DataFrame(values, index=agg.index)], axis=1)
 
 
 def _markdown(agg: pd.DataFrame, columns: dict[str, str], keys: Sequence[str], scale: float, digits: int,

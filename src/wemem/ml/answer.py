@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from .aggregate import combination_means
 from .attacks import ATTACKS
 from .schema import Section, number
 
@@ -46,30 +47,18 @@ def _attack_acc(table: pd.DataFrame) -> pd.Series:
 
 def _means(table: pd.DataFrame) -> pd.DataFrame:
     """One row per combination (dataset, model, pruning, defense): the mean over seeds of test
-    accuracy and attack accuracy, their standard deviations and the number of seeds."""
-    ok = table[table["status"] == "ok"] if "status" in table else table
-    ok = ok.assign(attack_acc=_attack_acc(ok), test_acc=ok["test_acc"].astype(float))
-    keys = GROUP + ["defense"]
-    rows = []
-    for key, g in ok.groupby(keys, sort=False, dropna=False):
-        first = g.iloc[0]
-        attacks = g["chosen_attack"].fillna("") if "chosen_attack" in g else pd.Series([""])
-        rows.append({
-            **dict(zip(keys, key)),
-            "test_acc": g["test_acc"].mean(), "test_acc_std": g["test_acc"].std(ddof=1) if len(g) > 1 else 0.0,
-            "attack_acc": g["attack_acc"].mean(),
-            "attack_acc_std": g["attack_acc"].std(ddof=1) if len(g) > 1 else 0.0,
-            "n_seeds": len(g),
-            "chosen_attack": attacks.mode().iloc[0] if len(attacks) else "",
-            "chosen_auc": _f(g["chosen_auc"].mean()) if "chosen_auc" in g else math.nan,
-            "chosen_tpr_at_1fpr": _f(g["chosen_tpr_at_1fpr"].mean()) if "chosen_tpr_at_1fpr" in g else math.nan,
-            "max_attack_acc": _f(g["max_attack_acc"].mean()),
-            "finetune_seconds": _f(g["finetune_seconds"].mean()) if "finetune_seconds" in g else math.nan,
-            "strongest_attack": first.get("strongest_attack", ""),
-        })
-    columns = keys + ["test_acc", "test_acc_std", "attack_acc", "attack_acc_std", "n_seeds", "chosen_attack",
-                      "chosen_auc", "chosen_tpr_at_1fpr", "max_attack_acc", "finetune_seconds", "strongest_attack"]
-    return pd.DataFrame(rows, columns=columns)  # the columns even when no combination succeeded
+    accuracy and attack accuracy (the chosen attack's, per seed), their standard deviations (NaN
+    with one seed) and the number of seeds, from :func:`wemem.ml.aggregate.combination_means`."""
+    rows = table.assign(attack_acc=_attack_acc(table), test_acc=table["test_acc"].astype(float))
+    means = combination_means(rows)
+    columns = GROUP + ["defense", "test_acc", "test_acc_std", "attack_acc", "attack_acc_std", "n_seeds",
+                       "chosen_attack", "chosen_auc", "chosen_tpr_at_1fpr", "max_attack_acc", "finetune_seconds",
+                       "strongest_attack"]
+    for c in columns:
+        if c not in means:
+            means[c] = "" if c in ("chosen_attack", "strongest_attack") else math.nan
+    means["chosen_attack"] = means["chosen_attack"].fillna("")
+    return means[columns]
 
 
 def _entry(r: Mapping[str, Any]) -> dict[str, Any]:

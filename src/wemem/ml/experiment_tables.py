@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aggregate import KEYS, aggregate_seeds
+from .aggregate import aggregate_seeds
 from .attacks import ATTACKS
 
 __all__ = ["LAYOUTS", "experiment_table", "aggregated"]
@@ -32,7 +32,6 @@ PAPER_ATTACKS = ("conf", "entr", "mentr", "hconf", "samia", "nn", "top3_nn", "ci
 """The attack columns of the paper's RMR table, in its order."""
 PAPER_DEFENSES = ("base", "rsw", "rmr", "swmr", "ppb", "adv", "relaxloss", "dpsgd")
 """The defenses of the paper's time-cost table, in its order (DP-SGD is its 'DP')."""
-TEXT = ("defense_type", "settings", "chosen_attack", "strongest_attack")
 
 
 def _settings(text: Any) -> dict[str, str]:
@@ -44,11 +43,9 @@ def _settings(text: Any) -> dict[str, str]:
 
 def aggregated(table: pd.DataFrame) -> pd.DataFrame:
     """One row per combination: every metric's ``_mean``/``_std`` (over the ``seed`` column, or
-    the single row) and the first value of the text columns (defense type, settings)."""
-    rows = table if "seed" in table else table.assign(seed=0)
-    agg = aggregate_seeds(rows)
-    firsts = rows.groupby(KEYS, sort=False, dropna=False)[[c for c in TEXT if c in rows]].first().reset_index()
-    out = agg.merge(firsts, on=KEYS, how="left")
+    the single row) and the text columns (defense type, settings; the modal chosen attack), from
+    :func:`wemem.ml.aggregate.aggregate_seeds`."""
+    out = aggregate_seeds(table if "seed" in table else table.assign(seed=0))
     if "defense_type" not in out:
         out["defense_type"] = out["defense"]
     out["defense_type"] = out["defense_type"].fillna(out["defense"])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure  # figures without pyplot: no backend, no global state
 
+from .aggregate import combination_means
 from .attacks import ATTACKS, strongest_attack
 from .figures import (_combination_label, _loglog, _pareto, _place_labels, _roc_legend, chosen_roc_by_combination,
                       plot_chosen_roc)
@@ -224,13 +225,12 @@ def plot_privacy_utility(table: pd.DataFrame) -> Figure:
     ok = table[table["status"] == "ok"] if "status" in table else table
     ok = ok.assign(_x=ok["chosen_acc"].where(ok["chosen_acc"].notna(), ok["max_attack_acc"])
                    if "chosen_acc" in ok else ok["max_attack_acc"])
-    keys = ["pruning_method", "sparsity", "defense"]
-    if "seed" not in ok or ok["seed"].nunique() < 2:  # no repeats: one point per row
-        ok = ok.assign(_row=range(len(ok)))
-        keys.append("_row")
-    agg = ok.groupby(keys, sort=False, dropna=False).agg(
-        x=("_x", "mean"), x_sd=("_x", "std"), y=("test_acc", "mean"), y_sd=("test_acc", "std"),
-        mx=("max_attack_acc", "mean"), n=("test_acc", "size")).reset_index()
+    if "seed" in ok and ok["seed"].nunique() > 1:  # repeats: one point per combination, the mean over seeds
+        m = combination_means(ok)
+        agg = m.assign(x=m["_x"], x_sd=m["_x_std"], y=m["test_acc"], y_sd=m["test_acc_std"],
+                       mx=m["max_attack_acc"], n=m["n_seeds"])
+    else:  # one point per row
+        agg = ok.assign(x=ok["_x"], x_sd=np.nan, y=ok["test_acc"], y_sd=np.nan, mx=ok["max_attack_acc"], n=1)
     defenses = [d for d in dict.fromkeys(agg["defense"]) if d not in _REFERENCE_STYLE]
     colours = {d: f"C{i % 10}" for i, d in enumerate(defenses)}
     settings = [s for s in dict.fromkeys(zip(agg["pruning_method"], agg["sparsity"])) if s[0] != "none"]

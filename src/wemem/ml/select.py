@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .aggregate import combination_means
 from .schema import Section, Unit, choice
 
 __all__ = ["SelectSettings", "DECISION_COLUMNS", "GROUP", "select_defenses", "selection_markdown"]
@@ -60,14 +61,13 @@ def _pick(rows: pd.DataFrame, utility: str, privacy: str, reference: str, drop: 
 
 
 def _means(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """One row per combination (mean over seeds where the table has a ``seed`` column)."""
-    ok = table[table["status"].eq("ok")] if "status" in table else table
-    keep = [c for c in columns if c in ok.columns]
-    out = ok.groupby([*GROUP, "defense"], sort=False, dropna=False)[keep].mean(numeric_only=True).reset_index()
+    """One row per combination: ``columns``' means over the seeds
+    (:func:`wemem.ml.aggregate.combination_means`; NaN where the table lacks a column)."""
+    means = combination_means(table)
     for c in columns:
-        if c not in out:
-            out[c] = np.nan
-    return out
+        if c not in means:
+            means[c] = np.nan
+    return means[[*GROUP, "defense", *columns]]
 
 
 def select_defenses(table: pd.DataFrame, settings: SelectSettings) -> dict[str, Any]:
