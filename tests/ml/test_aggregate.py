@@ -101,3 +101,28 @@ def test_rows_of_a_run_without_repeats_count_as_one_seed_each():
     agg = aggregate_seeds(rows.iloc[[0, 3]]).set_index("defense")
     assert agg.loc["base", "n_seeds"] == 1 and agg.loc["rsw", "n_seeds"] == 1
     assert agg.loc["base", "test_acc_mean"] == pytest.approx(0.60)
+
+
+def test_paired_deltas_subtract_base_at_the_same_seed():
+    # rsw − base per seed: test 0.61−0.60 = +0.01 (seed 1); seed 2 failed → one pair, std NaN.
+    # A second defense with three seeds: attack 0.66−0.70, 0.70−0.74, 0.80−0.78 = −0.04, −0.04, +0.02
+    # → mean −0.02, std 0.034641 (ddof 1). catches: unpaired means, the wrong seed, failed rows kept
+    from wemem.ml.aggregate import comparison_agg_markdown, comparison_aggregate, paired_deltas
+
+    rows = _rows()
+    keys = dict(dataset="toy", model="m", pruning_method="l1_unstructured", sparsity=0.6)
+    rows = pd.concat([rows, pd.DataFrame([
+        {**keys, "defense": "rmr", "seed": s, "status": "ok", "test_acc": t, "max_attack_acc": a}
+        for s, t, a in [(3, 0.64, 0.80), (1, 0.58, 0.66), (2, 0.63, 0.70)]])], ignore_index=True)
+    d = paired_deltas(rows, "base", ["test_acc", "max_attack_acc"]).set_index("defense")
+    assert "base" not in d.index
+    assert d.loc["rsw", "n_pairs"] == 1 and d.loc["rsw", "delta_test_acc_mean"] == pytest.approx(0.01)
+    assert math.isnan(d.loc["rsw", "delta_test_acc_std"])
+    assert d.loc["rmr", "n_pairs"] == 3
+    assert d.loc["rmr", "delta_max_attack_acc_mean"] == pytest.approx(-0.02)
+    assert d.loc["rmr", "delta_max_attack_acc_std"] == pytest.approx(np.std([-0.04, -0.04, 0.02], ddof=1))
+    assert d.loc["rmr", "delta_test_acc_mean"] == pytest.approx(np.mean([-0.02, 0.01, 0.0]))
+    md = comparison_agg_markdown(comparison_aggregate(rows), [])
+    paired = md.split("paired by seed")[1]
+    rmr = next(line for line in paired.splitlines() if "| rmr |" in line)
+    assert "| -2.00 ± 3.46 [" in rmr and rmr.endswith("| 3 |")  # Δ max attack in points, 3 pairs

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wemem.ml.aggregate import aggregate_seeds, comparison_agg_markdown
+from wemem.ml.aggregate import comparison_agg_markdown, comparison_aggregate
 from wemem.ml.evaluation import MiaEvaluationSettings, attack_record, model_outputs
 from wemem.ml.grid import Combo
 from wemem.ml.report_html import answer, render_report, run_settings, software_versions
@@ -97,10 +97,11 @@ def build_reports(mia: MiaEvaluationSettings, *results: dict[str, Any]) -> dict[
     layout ``mia.experiment_table`` (:mod:`wemem.ml.experiment_tables`). Failed combinations are
     rows with ``status: failed`` and their error. The comparison table has one row per
     (combination, seed); ``defense_comparison_agg`` (CSV and Markdown) aggregates each combination
-    over the seeds (mean, std, 95% interval: :func:`wemem.ml.aggregate.aggregate_seeds`); with
+    over the seeds (mean, std, 95% interval: :func:`wemem.ml.aggregate.aggregate_seeds`) and gives
+    each combination's difference to Base paired by seed (:func:`wemem.ml.aggregate.paired_deltas`); with
     several seeds the scatter draws the means with ± std error bars."""
     table = comparison_table(results)
-    agg = aggregate_seeds(table)
+    agg = comparison_aggregate(table, "base")
     selection = select_defenses(table, mia.select)
     time_cost = time_cost_table(table)
     privacy_utility = plot_privacy_utility(table)
