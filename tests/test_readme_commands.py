@@ -50,7 +50,8 @@ def test_readme_commands_are_found():
     assert "kedro run --env full_grid" in commands
     assert "kedro run --params dataset=location" in commands
     assert "kedro run --params pruning_defense.grid.sweeps=rmr_lambda" in commands  # a sweep from the CLI
-    assert "kedro run --env exp_rmr_lambda" in commands  # the paper's experiments as environments
+    # the paper's experiments as environments, with two worker processes
+    assert "kedro run --runner=ParallelRunner --runner-params max_workers=2 --env exp_rmr_lambda" in commands
     assert any(c.startswith("kedro run --runner=ParallelRunner") for c in commands)
     assert not any("<" in c for c in commands)
 
