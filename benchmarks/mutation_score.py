@@ -72,7 +72,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "mutate": ["src/wemem/ml/memorization/estimator.py", "src/wemem/ml/memorization/ensemble.py",
                    "src/wemem/ml/memorization/sparse.py", "src/wemem/ml/memorization/sampling.py",
                    "src/wemem/ml/memorization/pool.py"],
-        "tests": ["tests/ml/test_memorization.py"],
+        "tests": ["tests/ml/test_memorization.py", "tests/ml/test_memorization_exact.py"],
     },
     "pruning": {
         "mutate": ["src/wemem/ml/pruning.py", "src/wemem/ml/ranking.py"],
