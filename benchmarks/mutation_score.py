@@ -198,7 +198,9 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
                 shutil.copytree(REPO / "tests", dst, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
                 no_deadline(dst / "conftest.py")
-            names = [k for k, v in read_results(where).items() if v in ("survived", "no tests", "suspicious")]
+            # and the mutants a stopped run left unchecked
+            names = [k for k, v in read_results(where).items()
+                     if v in ("survived", "no tests", "suspicious", "not checked")]
             with open(where / "mutmut.log", "a") as log:
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
@@ -271,7 +273,7 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="list the groups and exit")
     ap.add_argument("--from-dir", type=Path, help="only read the results of a kept copy (one group)")
     ap.add_argument("--rerun-survivors", action="store_true",
-                    help="with --from-dir: copy the current tests in and run the copy's survivors again")
+                    help="with --from-dir: copy the current tests in and run the copy's survivors (and unchecked mutants) again")
     ap.add_argument("--since", help="with --survivors-of-last-run: the commit of a last run that recorded none")
     ap.add_argument("--survivors-of-last-run", action="store_true",
                     help="in a fresh copy, test only the survivors the JSON lists for the group (the others "

@@ -389,3 +389,53 @@ def test_relaxloss_flattening_lowers_members_true_class_confidence_on_an_overfit
         after[form] = confidence(m(x).detach())
     assert before - after["official"] > 0.1
     assert before - after["official"] > 2 * (before - after["old"])
+
+
+# ------------------------------------------------------------------ glue the mutation run found unchecked (issue 17)
+
+
+def test_scores_and_labels_flattens_converts_and_says_what_is_missing():
+    from wemem.ml.defenses.base import scores_and_labels
+
+    s, lab = scores_and_labels("rmr", np.array([[1, 2, 3], [4, 5, 6]]), [[0, 1, 0], [1, 1, 0]])
+    assert s.dtype == np.float64 and s.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert lab.tolist() == [0, 1, 0, 1, 1, 0]
+    head = "rmr needs the memorisation scores and labels of the model's training set "
+    for scores, labels, got in ((None, [0], "scores=None, labels=given"), ([0.5], None, "scores=given, labels=None"),
+                                (None, None, "scores=None, labels=None")):
+        with pytest.raises(ValueError) as info:
+            scores_and_labels("rmr", scores, labels)
+        assert str(info.value) == head + f"(got {got})"
+    with pytest.raises(ValueError) as info:
+        scores_and_labels("swmr", [0.1, 0.2, 0.3], [0, 1])
+    assert str(info.value) == "swmr: 3 scores for 2 labels; both must align with the training set"
+    with pytest.raises(ValueError) as info:
+        scores_and_labels("swmr", [0.1, float("nan")], [0, 1])
+    assert str(info.value) == "swmr: scores contain NaN; every training sample needs a memorisation score"
+
+
+def test_resolve_settings_fills_only_the_defaults_the_defense_takes():
+    from wemem.ml.defenses.schedule import resolve_settings
+
+    defaults = {"w": 5, "s": 2, "tau": 0.1, "theta": 9.0}
+    swmr = resolve_settings("swmr", {"defense": "swmr", "w": 3}, defaults)
+    assert (swmr.w, swmr.s, swmr.tau) == (3, 2, 0.1)  # the variant's own w wins; s and τ from the defaults
+    rmr = resolve_settings("rmr", {"defense": "rmr", "lambda_r": 0.25}, defaults)
+    assert (rmr.tau, rmr.lambda_r) == (0.1, 0.25) and not hasattr(rmr, "w")  # w, s are not rmr's
+    adv = resolve_settings("adv", {"defense": "adv", "attack_steps": 2}, defaults)
+    assert (adv.theta, adv.attack_steps) == (9.0, 2)  # any setting the defense takes comes from the defaults
+
+
+def test_adv_measurements_are_per_step_means():
+    model, st, x, y, _ = _adv_world(2.0)
+    fresh = ADV(ADV.Settings(), reference=(x[:2], y[:2]))
+    assert fresh.measurements() == {}  # never bound: nothing measured
+    assert st.measurements() == {"attack_loss_mean": 0.0, "member_log_h_mean": 0.0}  # bound, no step yet
+    st.train_step(model, x, y, torch.arange(16), 0)
+    one = st.measurements()
+    assert one == {"attack_loss_mean": float(st._attack_loss), "member_log_h_mean": float(st._gain)}
+    assert one["attack_loss_mean"] > 0 and one["member_log_h_mean"] < 0  # a BCE and a mean log-sigmoid
+    st._attack_loss.fill_(3.0)
+    st._gain.fill_(-1.0)
+    st._steps = 2
+    assert st.measurements() == {"attack_loss_mean": 1.5, "member_log_h_mean": -0.5}
