@@ -603,3 +603,12 @@ def test_scores_table_all_equal_scores_normalise_to_zero():
         warnings.simplefilter("error")
         table = scores_table(stats, np.zeros(3, dtype=int))
     assert table["score"].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_no_check_at_the_last_epoch_even_when_it_is_a_multiple_of_converge_every():
+    # 6 epochs, checks every 3: epoch 3 in the loop, epoch 6 only once, after the loop
+    xt, yt, _, cfg, _ = _train_chunk_case(_cfg(epochs=6, converge_every=3), dropout=0.0)
+    calls = []
+    train_chunk(xt, yt, [0, 1], cfg, seed=1, num_classes=3, csr=None, hidden=(4, 3), dropout=0.0, progress=False,
+                on_check=lambda e, m, c, p: calls.append((e, m)))
+    assert calls == [(3, [0, 1]), (6, [0, 1])]
