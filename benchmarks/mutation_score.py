@@ -204,7 +204,7 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             with open(where / "mutmut.log", "a") as log:
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
-        if previous and existing is None:
+        if previous:  # a survivors-only copy (fresh, or kept and read again with --from-dir)
             again = {s["mutant"] for s in previous["survivors"]}
             statuses = {k: (v if k in again else "killed") for k, v in statuses.items()}
         if not statuses or all(v == "not checked" for v in statuses.values()):
