@@ -72,7 +72,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "mutate": ["src/wemem/ml/memorization/estimator.py", "src/wemem/ml/memorization/ensemble.py",
                    "src/wemem/ml/memorization/sparse.py", "src/wemem/ml/memorization/sampling.py",
                    "src/wemem/ml/memorization/pool.py"],
-        "tests": ["tests/ml/test_memorization.py"],
+        "tests": ["tests/ml/test_memorization.py", "tests/ml/test_memorization_exact.py"],
     },
     "pruning": {
         "mutate": ["src/wemem/ml/pruning.py", "src/wemem/ml/ranking.py"],
@@ -177,16 +177,20 @@ def diff_of(where: Path, name: str) -> str:
 
 
 def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: bool,
-              existing: Path | None = None, rerun: bool = False) -> dict:
+              existing: Path | None = None, rerun: bool = False, previous: dict | None = None) -> dict:
     """Mutation-test one group in a fresh temporary copy (or, with ``existing``, only read the
-    results of a copy an earlier run kept, e.g. one stopped part-way)."""
+    results of a copy an earlier run kept, e.g. one stopped part-way). With ``previous`` (the
+    group's last entry in the JSON), only that run's survivors are tested again, in a fresh copy
+    with the current tests; every other mutant keeps its earlier status (valid while the mutated
+    files are unchanged and tests are only added: the caller checks the first)."""
     where = existing or Path(tempfile.mkdtemp(prefix=f"wemem-mutation-{name}-"))
     start = time.perf_counter()
     try:
         if existing is None:
             make_copy(group, where)
+            names = [s["mutant"] for s in previous["survivors"]] if previous else []
             with open(where / "mutmut.log", "w") as log:
-                mutmut(where, "run", "--max-children", str(max_children), log=log)
+                mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         elif rerun:
             # the checkout's current tests into the kept copy; only its survivors run again
             # (mutmut collects stats for new tests; the group's test files must be the same)
@@ -194,10 +198,15 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
                 shutil.copytree(REPO / "tests", dst, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
                 no_deadline(dst / "conftest.py")
-            names = [k for k, v in read_results(where).items() if v in ("survived", "no tests", "suspicious")]
+            # and the mutants a stopped run left unchecked
+            names = [k for k, v in read_results(where).items()
+                     if v in ("survived", "no tests", "suspicious", "not checked")]
             with open(where / "mutmut.log", "a") as log:
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
+        if previous:  # a survivors-only copy (fresh, or kept and read again with --from-dir)
+            again = {s["mutant"] for s in previous["survivors"]}
+            statuses = {k: (v if k in again else "killed") for k, v in statuses.items()}
         if not statuses or all(v == "not checked" for v in statuses.values()):
             tail = (where / "mutmut.log").read_text()[-3000:]
             raise SystemExit(f"mutmut gave no results for group {name}:\n{tail}")
@@ -264,7 +273,11 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="list the groups and exit")
     ap.add_argument("--from-dir", type=Path, help="only read the results of a kept copy (one group)")
     ap.add_argument("--rerun-survivors", action="store_true",
-                    help="with --from-dir: copy the current tests in and run the copy's survivors again")
+                    help="with --from-dir: copy the current tests in and run the copy's survivors (and unchecked mutants) again")
+    ap.add_argument("--since", help="with --survivors-of-last-run: the commit of a last run that recorded none")
+    ap.add_argument("--survivors-of-last-run", action="store_true",
+                    help="in a fresh copy, test only the survivors the JSON lists for the group (the others "
+                         "keep their status); refused when a mutated file changed since that run's commit")
     args = ap.parse_args()
     if args.list:
         for name, g in GROUPS.items():
@@ -281,7 +294,21 @@ def main() -> None:
     out = RESULTS / "mutation_score.json"
     for name in names:
         print(f"[{name}] mutating {', '.join(GROUPS[name]['mutate'])}", flush=True)
-        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir, args.rerun_survivors)
+        previous = None
+        if args.survivors_of_last_run:
+            previous = json.loads(out.read_text())["groups"][name]
+            since = previous.get("source_commit") or args.since
+            if not since:
+                raise SystemExit(f"{name}: the last run recorded no source_commit; pass it with --since")
+            changed = subprocess.run(["git", "diff", "--name-only", since, "--", *GROUPS[name]["mutate"]],
+                                     cwd=REPO, text=True, capture_output=True, check=True).stdout.split()
+            if changed:
+                raise SystemExit(f"{name}: {changed} changed since {since}; run the whole group")
+        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir, args.rerun_survivors, previous)
+        g["source_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True, capture_output=True,
+                                            check=True).stdout.strip()
+        if previous:
+            g["survivors_of_last_run"] = {"earlier_seconds": previous["seconds"], "earlier_ran": previous["ran"]}
         print(f"[{name}] {g['killed']}/{g['mutants']} killed, score {g['score']}, {g['seconds']} s", flush=True)
         write(name, g, out)
 

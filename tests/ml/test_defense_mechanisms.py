@@ -389,3 +389,187 @@ def test_relaxloss_flattening_lowers_members_true_class_confidence_on_an_overfit
         after[form] = confidence(m(x).detach())
     assert before - after["official"] > 0.1
     assert before - after["official"] > 2 * (before - after["old"])
+
+
+# ------------------------------------------------------------------ glue the mutation run found unchecked (issue 17)
+
+
+def test_scores_and_labels_flattens_converts_and_says_what_is_missing():
+    from wemem.ml.defenses.base import scores_and_labels
+
+    s, lab = scores_and_labels("rmr", np.array([[1, 2, 3], [4, 5, 6]]), [[0, 1, 0], [1, 1, 0]])
+    assert s.dtype == np.float64 and s.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert lab.tolist() == [0, 1, 0, 1, 1, 0]
+    head = "rmr needs the memorisation scores and labels of the model's training set "
+    for scores, labels, got in ((None, [0], "scores=None, labels=given"), ([0.5], None, "scores=given, labels=None"),
+                                (None, None, "scores=None, labels=None")):
+        with pytest.raises(ValueError) as info:
+            scores_and_labels("rmr", scores, labels)
+        assert str(info.value) == head + f"(got {got})"
+    with pytest.raises(ValueError) as info:
+        scores_and_labels("swmr", [0.1, 0.2, 0.3], [0, 1])
+    assert str(info.value) == "swmr: 3 scores for 2 labels; both must align with the training set"
+    with pytest.raises(ValueError) as info:
+        scores_and_labels("swmr", [0.1, float("nan")], [0, 1])
+    assert str(info.value) == "swmr: scores contain NaN; every training sample needs a memorisation score"
+
+
+def test_resolve_settings_fills_only_the_defaults_the_defense_takes():
+    from wemem.ml.defenses.schedule import resolve_settings
+
+    defaults = {"w": 5, "s": 2, "tau": 0.1, "theta": 9.0}
+    swmr = resolve_settings("swmr", {"defense": "swmr", "w": 3}, defaults)
+    assert (swmr.w, swmr.s, swmr.tau) == (3, 2, 0.1)  # the variant's own w wins; s and τ from the defaults
+    rmr = resolve_settings("rmr", {"defense": "rmr", "lambda_r": 0.25}, defaults)
+    assert (rmr.tau, rmr.lambda_r) == (0.1, 0.25) and not hasattr(rmr, "w")  # w, s are not rmr's
+    adv = resolve_settings("adv", {"defense": "adv", "attack_steps": 2}, defaults)
+    assert (adv.theta, adv.attack_steps) == (9.0, 2)  # any setting the defense takes comes from the defaults
+
+
+def test_adv_measurements_are_per_step_means():
+    model, st, x, y, _ = _adv_world(2.0)
+    fresh = ADV(ADV.Settings(), reference=(x[:2], y[:2]))
+    assert fresh.measurements() == {}  # never bound: nothing measured
+    assert st.measurements() == {"attack_loss_mean": 0.0, "member_log_h_mean": 0.0}  # bound, no step yet
+    st.train_step(model, x, y, torch.arange(16), 0)
+    one = st.measurements()
+    assert one == {"attack_loss_mean": float(st._attack_loss), "member_log_h_mean": float(st._gain)}
+    assert one["attack_loss_mean"] > 0 and one["member_log_h_mean"] < 0  # a BCE and a mean log-sigmoid
+    st._attack_loss.fill_(3.0)
+    st._gain.fill_(-1.0)
+    st._steps = 2
+    assert st.measurements() == {"attack_loss_mean": 1.5, "member_log_h_mean": -0.5}
+
+
+def test_adv_reference_needs_samples_and_inference_model_is_nasrs_mlp():
+    ref_x, ref_y = torch.randn(1, D), torch.zeros(1, dtype=torch.long)
+    ADV(ADV.Settings(), reference=(ref_x, ref_y))  # one reference sample is enough
+    msg = r"^adv needs reference non-members \(the dev set tensors\) to train its inference model$"
+    for ref in (None, (torch.zeros(0, D), torch.zeros(3, dtype=torch.long))):
+        with pytest.raises(ValueError, match=msg):
+            ADV(ADV.Settings(), reference=ref)
+    model, st, *_ = _adv_world(1.0)
+    layers = list(st.attack.net)
+    assert [type(m) for m in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [(m.in_features, m.out_features) for m in layers[::2]] == [(2 * C, 128), (128, 64), (64, 1)]
+
+
+def test_adv_measurements_average_over_steps_and_one_class_batches_work():
+    # the same world twice: two steps in a row, and the same two steps measured one at a time
+    model, st, x, y, _ = _adv_world(2.0)
+    st.train_step(model, x, y, torch.arange(16), 0)
+    st.train_step(model, x, y, torch.arange(16), 0)
+    both = st.measurements()
+    model, st, x, y, _ = _adv_world(2.0)
+    singles = []
+    for _ in range(2):
+        st.train_step(model, x, y, torch.arange(16), 0)
+        singles.append(st.measurements())
+        st._attack_loss.zero_(), st._gain.zero_()
+        st._steps = 0
+    for key in ("attack_loss_mean", "member_log_h_mean"):
+        assert both[key] == pytest.approx((singles[0][key] + singles[1][key]) / 2, rel=1e-5)
+    # a batch and a reference of one class only: the one-hot vectors still have C entries
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D, 8), nn.ReLU(), nn.Linear(8, C))
+    x0, y0 = torch.randn(6, D), torch.zeros(6, dtype=torch.long)
+    st = ADV(ADV.Settings(), reference=(torch.randn(4, D), torch.zeros(4, dtype=torch.long)))
+    st.bind(model, x0, y0, _cfg(), torch.Generator().manual_seed(1))
+    assert torch.isfinite(st.train_step(model, x0, y0, torch.arange(6), 0))
+
+
+def test_relaxloss_targets_and_flattening_with_an_upper_clamp_by_hand():
+    from wemem.ml.defenses import relaxloss_flatten_targets
+
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
+    got = relaxloss_flatten_targets(probs, torch.tensor([0, 2]), 0.6)
+    # row 0: p_y = 0.8 clamped to 0.6, the others (1 − 0.6)/2; row 1: p_y = 0.5 stays
+    assert torch.allclose(got, torch.tensor([[0.6, 0.2, 0.2], [0.25, 0.25, 0.5]]))
+    # flattening with upper 0.3: sample 0 is misclassified with p_y = 0.4 > 0.3, so the clamp acts:
+    # soft targets (0.3, 0.35, 0.35); loss = mean((1 − correct)·CE_soft − CE) over the two samples
+    p = np.array([[0.4, 0.45, 0.15], [0.7, 0.2, 0.1]])
+    logits = torch.tensor(np.log(p), dtype=torch.float32)
+    y = torch.tensor([0, 0])
+    soft0 = np.array([0.3, 0.35, 0.35])
+    want = ((-(soft0 * np.log(p[0])).sum() + np.log(0.4)) + np.log(0.7)) / 2
+    assert float(relaxloss_flatten_loss(logits, y, 0.3)) == pytest.approx(want, rel=1e-5)
+    st = RelaxLoss(RelaxLoss.Settings(alpha=2.0, upper=0.3))  # odd epoch, batch CE ≈ 0.64 < α: flattening
+    assert float(st.loss(None, logits, y, None, 1)) == pytest.approx(want, rel=1e-5)
+
+
+def test_relaxloss_epoch_parity_and_the_alpha_boundary():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.3, 0.2], [1.0, -1.0, 0.0]])
+    y = torch.tensor([0, 2, 1])
+    ce = F.cross_entropy(logits, y)
+    flat = relaxloss_flatten_loss(logits, y, 1.0)
+    for epoch, want in ((0, (ce - 0.5).abs()), (2, (ce - 0.5).abs()), (4, (ce - 0.5).abs()), (1, ce), (3, ce)):
+        got = RelaxLoss(RelaxLoss.Settings(alpha=0.5)).loss(None, logits, y, None, epoch)
+        assert float(got) == pytest.approx(float(want)), epoch
+    at = RelaxLoss(RelaxLoss.Settings(alpha=float(ce))).loss(None, logits, y, None, 1)  # CE = α: flattening
+    assert float(at) == pytest.approx(float(flat))
+    assert abs(float(flat) - float(ce)) > 0.1
+
+
+def _bound(cls, settings, scores, labels, seed=1):
+    torch.manual_seed(0)
+    model = nn.Linear(D, C)
+    st = cls(settings, scores=np.asarray(scores, dtype=float), labels=np.asarray(labels))
+    x = torch.randn(len(labels), D)
+    st.bind(model, x, torch.as_tensor(labels), _cfg(batch_size=2), torch.Generator().manual_seed(seed))
+    return st
+
+
+def test_score_based_defenses_reject_another_training_set_by_name():
+    from wemem.ml.defenses import RSW
+
+    rmr = RMR(RMR.Settings(tau=0.5), scores=np.array([0.1, 0.9, 0.2]), labels=np.array([0, 1, 0]))
+    with pytest.raises(ValueError) as info:
+        rmr.bind(nn.Linear(D, C), torch.randn(4, D), torch.zeros(4, dtype=torch.long), _cfg(),
+                 torch.Generator().manual_seed(0))
+    assert str(info.value) == "rmr: 3 scores for a training set of 4; pass the scores of this model's own training set"
+    rsw = RSW(RSW.Settings(w=2, s=1), scores=np.array([0.1, 0.9, 0.2]), labels=np.array([0, 1, 0]))
+    with pytest.raises(ValueError) as info:
+        rsw.bind(nn.Linear(D, C), torch.randn(4, D), torch.zeros(4, dtype=torch.long), _cfg(),
+                 torch.Generator().manual_seed(0))
+    assert str(info.value) == ("rsw: 3 scores/labels for a training set of 4; "
+                               "pass the scores of this model's own training set")
+    with pytest.raises(ValueError) as info:
+        rsw.bind(nn.Linear(D, C), torch.randn(3, D), torch.tensor([0, 0, 0]), _cfg(), torch.Generator().manual_seed(0))
+    assert str(info.value) == "rsw: the labels given with the scores differ from the training labels"
+
+
+def test_risky_groups_hand_out_each_batch_optimizer_once_and_count_steps():
+    st = _bound(RMR, RMR.Settings(tau=0.5), [0.9, 0.1, 0.8, 0.2, 0.3], [0, 1, 0, 1, 1])
+    with pytest.raises(RuntimeError, match=r"^rmr: a batch was trained that epoch_batches did not hand out$"):
+        st.batch_optimizer()  # before the first epoch's batches
+    batches = st.epoch_batches(0, 5)  # 2 risky samples: one batch of 2; 3 others: batches of 2 and 1
+    assert [b.numel() for b in batches] == [2, 2, 1]
+    got = [st.batch_optimizer() for _ in batches]
+    assert got == [st.risky_optimizer, st.optimizer, st.optimizer]
+    with pytest.raises(RuntimeError, match="did not hand out"):
+        st.batch_optimizer()
+    m = st.measurements()
+    assert (m["n_risky"], m["risky_fraction"], m["threshold"], m["risky_steps"], m["general_steps"]) == (2, 0.4, 0.5, 1, 2)
+    unbound = RMR(RMR.Settings(tau=0.5), scores=np.array([0.7]), labels=np.array([1])).measurements()
+    assert (unbound["risky_steps"], unbound["general_steps"], unbound["risky_fraction"]) == (0, 0, 1.0)
+
+
+def test_windows_count_active_epochs_cap_and_shuffle_with_the_run_generator():
+    from wemem.ml.defenses import RSW
+
+    st = _bound(RSW, RSW.Settings(w=2, s=3), [0.1, 0.2, 0.3, 0.4, 0.5], [0, 0, 0, 0, 1])
+    assert st.active_epochs() == 2 and st.epochs_cap(10) == 2 and st.epochs_cap(1) == 1  # class 0: 4 samples, s = 3
+    one = _bound(RSW, RSW.Settings(w=2, s=5), [0.1, 0.2], [0, 1])
+    assert one.active_epochs() == 1 and one.epochs_cap(10) == 1
+    empty = RSW(RSW.Settings(w=2, s=1), scores=np.array([]), labels=np.array([], dtype=int))
+    assert empty.active_epochs() == 0 and empty.epochs_cap(5) == 1
+    assert empty.measurements()["active_epochs"] == 0 and empty.measurements()["window_samples"] == []
+    # the shuffle comes from the run's generator, not torch's global one
+    draws = []
+    for global_seed in (123, 456):
+        st = _bound(RSW, RSW.Settings(w=3, s=1), [0.1, 0.2, 0.3, 0.4, 0.5], [0, 0, 0, 1, 1], seed=9)
+        torch.manual_seed(global_seed)
+        draws.append(st.epoch_indices(0, 5))
+    assert torch.equal(draws[0], draws[1])
+    assert sorted(draws[0].tolist()) == [0, 1, 2, 3, 4]
+    assert st.measurements()["window_samples"] == [5]
