@@ -126,3 +126,16 @@ def test_paired_deltas_subtract_base_at_the_same_seed():
     paired = md.split("paired by seed")[1]
     rmr = next(line for line in paired.splitlines() if "| rmr |" in line)
     assert "| -2.00 ± 3.46 [" in rmr and rmr.endswith("| 3 |")  # Δ max attack in points, 3 pairs
+
+
+def test_paired_deltas_without_a_pair_is_empty_and_the_aggregate_keeps_its_rows():
+    # what it catches: a run where only the unpruned reference and Base succeeded (every other
+    # combination failed) crashing the reports: nothing pairs with Base, so there are no deltas
+    from wemem.ml.aggregate import comparison_aggregate, paired_deltas
+
+    rows = _rows().iloc[[0, 4]]  # base seed 1 ok, rsw seed 2 failed
+    unpruned = {**rows.iloc[0].to_dict(), "defense": "unpruned", "pruning_method": "none", "sparsity": 0.0}
+    rows = pd.concat([rows, pd.DataFrame([unpruned])], ignore_index=True)
+    assert paired_deltas(rows).empty
+    agg = comparison_aggregate(rows)
+    assert list(agg["defense"]) == ["base", "rsw", "unpruned"] and "n_pairs" not in agg

@@ -123,6 +123,8 @@ def paired_deltas(rows: pd.DataFrame, reference: str = "base", metrics: Sequence
     if ref.empty or other.empty:
         return pd.DataFrame(columns=[*keys, "n_pairs"])
     pairs = other.merge(ref, on=[*group, seed_column], suffixes=("", "__ref"))
+    if pairs.empty:  # no combination shares a pruning setting with the reference (e.g. it failed)
+        return pd.DataFrame(columns=[*keys, "n_pairs"])
     pairs[seed_column] = pairs[seed_column].fillna(-1)  # a run without repeats: one pair per row
     diffs = pairs[[*keys, seed_column]].assign(**{
         f"delta_{m}": pairs[m].astype(float) - pairs[f"{m}__ref"].astype(float) for m in metrics})

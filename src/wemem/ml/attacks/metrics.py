@@ -75,7 +75,10 @@ def thinned_roc(scores: np.ndarray, is_member: np.ndarray, n_points: int = 200) 
     of a log-log plot keeps its detail; the first and last points are always kept."""
     fpr, tpr = roc_points(scores, is_member)
     n_non = max(int((~np.asarray(is_member, dtype=bool)).sum()), 1)
-    grid = np.searchsorted(fpr, np.logspace(np.log10(1.0 / n_non), 0, n_points))
+    levels = np.logspace(np.log10(1.0 / n_non), 0, n_points)
+    # FPR values are multiples of 1/n_non; logspace can land a hair above one (0.2 → 0.20000000000000004),
+    # which would skip the points at exactly that FPR: search with a relative tolerance
+    grid = np.searchsorted(fpr, levels * (1.0 - 1e-9))
     keep = np.unique(np.clip(np.r_[0, grid, grid - 1, len(fpr) - 1], 0, len(fpr) - 1))
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
 
