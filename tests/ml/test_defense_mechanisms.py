@@ -573,3 +573,124 @@ def test_windows_count_active_epochs_cap_and_shuffle_with_the_run_generator():
     assert torch.equal(draws[0], draws[1])
     assert sorted(draws[0].tolist()) == [0, 1, 2, 3, 4]
     assert st.measurements()["window_samples"] == [5]
+
+
+# ------------------------------------------------------------------ prune_and_finetune's record
+def _fc():
+    from wemem.ml.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("column_fc", (D,), C)
+
+
+def _schedule_world(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, D, generator=g)
+    y = (x[:, 0] > 0).long()
+    return (x, y), (x[:10] + 0.1, y[:10])
+
+
+def test_prune_and_finetune_hands_each_iteration_its_seed_masks_cap_and_reference(monkeypatch):
+    # a spy around fit: iteration k trains with seed cfg.seed + k, the description names the
+    # defense and k, the epochs are the strategy's cap, the strategy keeps the masks of that
+    # iteration, and adv trains against the given reference (not the dev set)
+    from wemem.ml.defenses import schedule
+
+    train, dev = _schedule_world()
+    seen = []
+
+    def spy(m, tr, dv, cfg, strategy, test=None):
+        seen.append({"seed": cfg.seed, "desc": cfg.desc, "epochs": cfg.epochs, "masks": strategy.masks,
+                     "strategy": strategy, "zeros": {k: int((v == 0).sum()) for k, v in strategy.masks.items()}})
+        return fit(m, tr, dv, cfg, strategy, test)
+
+    monkeypatch.setattr(schedule, "fit", spy)
+    scores = np.linspace(0.0, 1.0, train[0].shape[0])
+    cfg = _cfg(epochs=7, batch_size=8, seed=11, desc="ft")
+    torch.manual_seed(0)
+    model, rec = schedule.prune_and_finetune(
+        _fc(), method="l1_unstructured", final_sparsity=0.5,
+        n_iter=3, defense="rsw", settings={"w": 4, "s": 4}, train=train, dev=dev, scores=scores, cfg=cfg)
+    assert [s["seed"] for s in seen] == [11, 12, 13]
+    assert [s["desc"] for s in seen] == ["ft rsw it0", "ft rsw it1", "ft rsw it2"]
+    largest = int(np.bincount(train[1].numpy()).max())
+    assert [s["epochs"] for s in seen] == [-(-largest // 4)] * 3 and -(-largest // 4) < 7
+    # the masks each strategy kept: iteration 0 prunes nothing, then the schedule's zeros
+    total = [sum(s["zeros"].values()) for s in seen]
+    assert total[0] == 0 and 0 < total[1] < total[2]
+    assert [r["iteration"] for r in rec["iterations"]] == [0, 1, 2]
+
+    # adv's reference: the one passed, dev only when none is
+    ref = (torch.randn(6, D), torch.tensor([0, 1, 0, 1, 0, 1]))
+    for given, want in ((ref, ref), (None, dev)):
+        seen.clear()
+        schedule.prune_and_finetune(
+            _fc(), method="l1_unstructured",
+            final_sparsity=0.3, n_iter=1, defense="adv", settings={"theta": 1.0}, train=train, dev=dev,
+            reference=given, cfg=_cfg(epochs=1, batch_size=8))
+        got = seen[0]["strategy"].reference
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_prune_and_finetune_record_has_exactly_its_keys_and_values():
+    import time
+
+    from wemem.ml.defenses import prune_and_finetune
+    from wemem.ml.pruning import global_sparsity, layer_sparsity
+
+    train, dev = _schedule_world()
+    torch.manual_seed(0)
+    model = _fc()
+    start = time.perf_counter()
+    model, rec = prune_and_finetune(model, method="l1_unstructured", final_sparsity=0.5, n_iter=2, one_shot=True,
+                                    train=train, dev=dev, cfg=_cfg(epochs=1, batch_size=8))
+    wall = time.perf_counter() - start
+    assert set(rec) == {"defense", "settings", "method", "final_sparsity", "n_iter", "one_shot", "iterations",
+                        "summaries", "finetune_seconds", "final_layer_sparsity", "final_global_sparsity"}
+    assert rec["defense"] == "base"  # the default defense, recorded without its name among the settings
+    assert rec["settings"] == {"lambda_g": 5e-4} and rec["method"] == "l1_unstructured"
+    assert (rec["final_sparsity"], rec["n_iter"], rec["one_shot"]) == (0.5, 2, True)
+    assert type(rec["final_sparsity"]) is float and type(rec["n_iter"]) is int and type(rec["one_shot"]) is bool
+    assert len(rec["iterations"]) == 1  # one shot: a single step straight to 50%
+    assert rec["summaries"] == [rec["iterations"][0]["summary"]]
+    assert 0 < rec["finetune_seconds"] <= wall
+    assert rec["final_layer_sparsity"] == layer_sparsity(model)
+    assert rec["final_global_sparsity"] == global_sparsity(model) == pytest.approx(0.5, abs=0.02)
+
+    # settings are recorded without the defense's name; rmr's τ selection comes from the summary,
+    # and a one-iteration schedule has just one summary to read it from
+    scores = np.linspace(0.0, 1.0, train[0].shape[0])
+    _, rmr = prune_and_finetune(_fc(), method="l1_unstructured",
+                                final_sparsity=0.3, n_iter=1, defense="rmr", settings={"tau": 0.75, "lambda_r": 0.1},
+                                train=train, dev=dev, scores=scores, cfg=_cfg(epochs=1, batch_size=8))
+    assert rmr["defense"] == "rmr" and "defense" not in rmr["settings"]
+    assert rmr["settings"]["tau"] == 0.75 and rmr["settings"]["lambda_r"] == 0.1
+    last = rmr["iterations"][-1]["summary"]
+    assert {k: rmr[k] for k in ("risky_fraction", "n_risky", "threshold")} == {
+        k: last[k] for k in ("risky_fraction", "n_risky", "threshold")}
+    assert rmr["n_risky"] == int((scores >= 0.75).sum())
+
+    # starting masks are kept: positions a mask prunes stay zero although their weights are the
+    # largest (l1 from scratch would keep them)
+    from wemem.ml.pruning import prunable_modules
+
+    pre = _fc()
+    masks = {}
+    for name, module in prunable_modules(pre):
+        w = module.weight.detach()
+        masks[name] = w.abs() < w.abs().flatten().quantile(0.7)  # prune the largest 30%
+    _, started = prune_and_finetune(pre, method="l1_unstructured", final_sparsity=0.5, n_iter=1, one_shot=True,
+                                    train=train, dev=dev, masks=masks, cfg=_cfg(epochs=1, batch_size=8))
+    for name, module in prunable_modules(pre):
+        assert (module.weight.detach()[~masks[name]] == 0).all(), name
+
+
+def test_prune_and_finetune_reads_epsilon_from_a_single_iteration():
+    from wemem.ml.defenses import prune_and_finetune
+
+    train, dev = _schedule_world(n=60)
+    _, rec = prune_and_finetune(_fc(), method="l1_unstructured",
+                                final_sparsity=0.3, n_iter=1, defense="dpsgd", settings={"sigma": 1.0},
+                                train=train, dev=dev, cfg=_cfg(epochs=1, batch_size=20))
+    summary = rec["iterations"][0]["summary"]
+    assert rec["epsilon"] == summary["epsilon"] > 0 and rec["delta"] == summary["delta"]
