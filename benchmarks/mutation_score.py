@@ -13,7 +13,12 @@ noted as harmless (e.g. it changes only which ROC points a plot keeps) still cou
 
     nice -n 15 .venv/bin/python benchmarks/mutation_score.py                 # every group
     nice -n 15 .venv/bin/python benchmarks/mutation_score.py --groups pruning,attacks_metric
+    nice -n 15 .venv/bin/python benchmarks/mutation_score.py --groups attacks_model --sample 150
     .venv/bin/python benchmarks/mutation_score.py --list
+
+``--sample N`` tests a seeded uniform sample of N of the group's mutants (for groups whose tests
+train models: tens of seconds per mutant); the score is then an estimate, reported with its 95%
+Wilson interval, and the survivors listed are the sample's.
 
 A group that was not run keeps its previous entry in the JSON (marked with the date it ran), so
 the groups can be run on different days and the file still holds the whole picture.
@@ -27,7 +32,9 @@ import difflib
 import functools
 import datetime as dt
 import json
+import math
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -176,20 +183,54 @@ def diff_of(where: Path, name: str) -> str:
     return "\n".join(ln for ln in diff if ln[:1] in "+-" and not ln.startswith(("+++", "---")))
 
 
+def sample_names(names: list[str], n: int, seed: int) -> list[str]:
+    """A seeded uniform sample of ``n`` mutant names without replacement (all when n ≥ len),
+    sorted; independent of the order the names come in."""
+    pool = sorted(set(names))
+    if n >= len(pool):
+        return pool
+    return sorted(random.Random(seed).sample(pool, n))
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion k/n (None when n = 0)."""
+    if n <= 0:
+        return None
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
 def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: bool,
-              existing: Path | None = None, rerun: bool = False, previous: dict | None = None) -> dict:
+              existing: Path | None = None, rerun: bool = False, previous: dict | None = None,
+              sample: int | None = None, seed: int = 0) -> dict:
     """Mutation-test one group in a fresh temporary copy (or, with ``existing``, only read the
     results of a copy an earlier run kept, e.g. one stopped part-way). With ``previous`` (the
     group's last entry in the JSON), only that run's survivors are tested again, in a fresh copy
     with the current tests; every other mutant keeps its earlier status (valid while the mutated
-    files are unchanged and tests are only added: the caller checks the first)."""
+    files are unchanged and tests are only added: the caller checks the first). With ``sample``,
+    only a seeded sample of that many mutants is tested and scored."""
     where = existing or Path(tempfile.mkdtemp(prefix=f"wemem-mutation-{name}-"))
     start = time.perf_counter()
+    population = None
     try:
         if existing is None:
             make_copy(group, where)
             names = [s["mutant"] for s in previous["survivors"]] if previous else []
-            with open(where / "mutmut.log", "w") as log:
+            if sample:
+                # mutmut generates every mutant (and the per-test coverage) before it filters by
+                # name; a name that matches nothing stops it right there, leaving their names
+                with open(where / "mutmut.log", "w") as log:
+                    mutmut(where, "run", "__no_such_mutant__", log=log)
+                everything = list(read_results(where))
+                if not everything:
+                    tail = (where / "mutmut.log").read_text()[-3000:]
+                    raise SystemExit(f"mutmut generated no mutants for group {name}:\n{tail}")
+                population = len(everything)
+                names = sample_names(everything, sample, seed)
+                print(f"[{name}] testing a sample of {len(names)} of {population} mutants (seed {seed})", flush=True)
+            with open(where / "mutmut.log", "a" if sample else "w") as log:
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         elif rerun:
             # the checkout's current tests into the kept copy; only its survivors run again
@@ -204,6 +245,8 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             with open(where / "mutmut.log", "a") as log:
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
+        if population is not None:  # only the sample is scored
+            statuses = {k: v for k, v in statuses.items() if k in set(names)}
         if previous:  # a survivors-only copy (fresh, or kept and read again with --from-dir)
             again = {s["mutant"] for s in previous["survivors"]}
             statuses = {k: (v if k in again else "killed") for k, v in statuses.items()}
@@ -224,7 +267,7 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
         n_equivalent = sum(1 for s in survivors if s["equivalent"] and "harmless" not in s["equivalent"])
         # a run stopped part-way leaves mutants "not checked": they are not scored
         scored = len(statuses) - n_equivalent - counts.get("skipped", 0) - counts.get("not checked", 0)
-        return {
+        result = {
             "files": group["mutate"], "tests": group["tests"], "counts": counts, "mutants": len(statuses),
             "killed": killed, "equivalent": n_equivalent,
             "score": round(killed / scored, 4) if scored else None,
@@ -233,6 +276,10 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             if existing is not None else round(time.perf_counter() - start, 1),
             "ran": dt.date.today().isoformat(), "survivors": survivors,
         }
+        if population is not None:
+            result["sample"] = {"n": len(statuses), "population": population, "seed": seed,
+                                "score_ci95": wilson(killed, scored) if scored else None}
+        return result
     finally:
         if keep or existing is not None:
             print(f"kept {where}")
@@ -248,11 +295,17 @@ def markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, g in report["groups"].items():
         c = g["counts"]
-        lines.append(f"| {name} | {g['mutants']} | {g['killed']} | {c.get('survived', 0)} | "
+        label = name
+        if g.get("sample"):
+            ci = g["sample"]["score_ci95"]
+            label = (f"{name} (sample of {g['sample']['n']} of {g['sample']['population']}"
+                     + (f", 95% CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f}%" if ci else "") + ")")
+        lines.append(f"| {label} | {g['mutants']} | {g['killed']} | {c.get('survived', 0)} | "
                      f"{c.get('no tests', 0)} | {c.get('not checked', 0)} | {g['equivalent']} | {100 * (g['score'] or 0):.1f}% | "
                      f"{100 * (g['raw_score'] or 0):.1f}% | {g['seconds']} | {g['ran']} |")
     t = report["total"]
-    lines += [f"| **all** | {t['mutants']} | {t['killed']} | | | | {t['equivalent']} | "
+    left_out = t.get("sampled_groups_left_out") or []
+    lines += [f"| **all**{' (full runs; sampled groups left out)' if left_out else ''} | {t['mutants']} | {t['killed']} | | | | {t['equivalent']} | "
               f"**{100 * (t['score'] or 0):.1f}%** | {100 * (t['raw_score'] or 0):.1f}% | | |", ""]
     for name, g in report["groups"].items():
         if not g["survivors"]:
@@ -274,6 +327,8 @@ def main() -> None:
     ap.add_argument("--from-dir", type=Path, help="only read the results of a kept copy (one group)")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="with --from-dir: copy the current tests in and run the copy's survivors (and unchecked mutants) again")
+    ap.add_argument("--sample", type=int, help="test a seeded uniform sample of this many mutants per group")
+    ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
     ap.add_argument("--since", help="with --survivors-of-last-run: the commit of a last run that recorded none")
     ap.add_argument("--survivors-of-last-run", action="store_true",
                     help="in a fresh copy, test only the survivors the JSON lists for the group (the others "
@@ -304,7 +359,10 @@ def main() -> None:
                                      cwd=REPO, text=True, capture_output=True, check=True).stdout.split()
             if changed:
                 raise SystemExit(f"{name}: {changed} changed since {since}; run the whole group")
-        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir, args.rerun_survivors, previous)
+        if args.sample is not None and (args.sample < 1 or previous or args.from_dir):
+            raise SystemExit("--sample takes a positive count and a fresh run (not --from-dir or --survivors-of-last-run)")
+        g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir, args.rerun_survivors, previous,
+                      sample=args.sample, seed=args.seed)
         g["source_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True, capture_output=True,
                                             check=True).stdout.strip()
         if previous:
@@ -319,7 +377,8 @@ def write(name: str, group: dict, out: Path) -> None:
     report = json.loads(out.read_text()) if out.exists() else {"groups": {}}
     report["groups"][name] = group
     report["groups"] = {k: report["groups"][k] for k in GROUPS if k in report["groups"]}
-    groups = report["groups"].values()
+    # a sampled group's counts are of its sample: the total adds up the groups run in full
+    groups = [g for g in report["groups"].values() if not g.get("sample")]
     mutants = sum(g["mutants"] for g in groups)
     killed = sum(g["killed"] for g in groups)
     equivalent = sum(g["equivalent"] for g in groups)
@@ -327,7 +386,8 @@ def write(name: str, group: dict, out: Path) -> None:
     scored = mutants - equivalent - skipped
     report["total"] = {"mutants": mutants, "killed": killed, "equivalent": equivalent,
                        "score": round(killed / scored, 4) if scored else None,
-                       "raw_score": round(killed / mutants, 4) if mutants else None}
+                       "raw_score": round(killed / mutants, 4) if mutants else None,
+                       "sampled_groups_left_out": [k for k, g in report["groups"].items() if g.get("sample")]}
     report["tool"] = "mutmut " + _version()
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
