@@ -200,3 +200,177 @@ def test_a_layer_called_twice_is_refused(data):
     train, _ = data
     with pytest.raises(ValueError, match="called more than once"):
         fit(Twice(), train, None, dp_cfg(), DPSGD(DPSGD.Settings()))
+
+
+# ------------------------------------------------------------------ clipping against torch.func, edge layers
+class _EdgeNet(nn.Module):
+    """A layer whose output the loss never uses (recorded first), a bias-free Linear, a Linear on
+    3-D inputs (Opacus's sampler path), and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = nn.Linear(12, 5)
+        self.a = nn.Linear(4, 6, bias=False)
+        self.seq = nn.Linear(3, 2)
+        self.head = nn.Linear(6 + 8, C)
+
+    def forward(self, x):
+        self.unused(x)  # computed, recorded, not in the loss
+        h = torch.relu(self.a(x[:, :4]))
+        s = torch.relu(self.seq(x.view(-1, 4, 3))).flatten(1)
+        return self.head(torch.cat([h, s], 1))
+
+
+def _weighted_per_sample(model, x, y, w):
+    """Independent per-sample gradients of w_i · CE_i by torch.func, in float64."""
+    from torch.func import functional_call, grad, vmap
+
+    ref = copy.deepcopy(model).double()
+    params = {k: v.detach() for k, v in ref.named_parameters() if v.requires_grad}
+
+    def loss_one(p, xi, yi, wi):
+        return wi * F.cross_entropy(functional_call(ref, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    return vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(params, x.double(), y, w.double())
+
+
+def test_clipped_sums_equal_torch_func_for_unused_bias_free_and_3d_layers_with_unclipped_samples(monkeypatch):
+    # Catches: a clip factor above 1 for small gradients, ε added with the wrong sign, an unused
+    # layer's gradient missing (or stopping the loop), a bias-free Linear, the 3-D Linear path,
+    # and the ghost norm replaced by Opacus's sampler for 2-D Linear layers.
+    from opacus.grad_sample import GradSampleModule
+
+    real = GradSampleModule.GRAD_SAMPLERS[nn.Linear]
+    calls = []
+
+    def counting(layer, activations, backprops):
+        calls.append(activations[0].dim())
+        return real(layer, activations, backprops)
+
+    monkeypatch.setitem(GradSampleModule.GRAD_SAMPLERS, nn.Linear, counting)
+    torch.manual_seed(0)
+    model = _EdgeNet()
+    g = torch.Generator().manual_seed(5)
+    b = 24
+    x, y = torch.randn(b, 12, generator=g), torch.randint(0, C, (b,), generator=g)
+    # three tiers of per-sample gradient size: ×1 and ×1e-2 are clipped, ×1e-4 is not (below C / 2)
+    w = torch.tensor([1.0, 1e-2, 1e-4] * (b // 3))
+    mask_a = (torch.rand(6, 4, generator=g) > 0.4).float()
+    mask_head = (torch.rand(C, 14, generator=g) > 0.3).float()
+    with torch.no_grad():
+        model.a.weight.mul_(mask_a)
+        model.head.weight.mul_(mask_head)
+    clip = 2e-3
+    per = _weighted_per_sample(model, x, y, w)
+    masks_by_name = {"a.weight": mask_a.double(), "head.weight": mask_head.double()}
+    per = {k: v * masks_by_name[k] if k in masks_by_name else v for k, v in per.items()}
+    norms = torch.cat([v.reshape(b, -1) for v in per.values()], 1).norm(dim=1)
+    assert bool((norms[0::3] > clip).all() and (norms[1::3] > clip).all() and (norms[2::3] < clip / 2).all())
+    factor = (clip / (norms + 1e-6)).clamp(max=1.0)
+    want = {k: torch.einsum("i,i...->...", factor, v) for k, v in per.items()}
+
+    clipper = PerSampleClipper(model, clip, {id(model.a.weight): mask_a, id(model.head.weight): mask_head})
+    clipper.recording = True
+    logits = model(x)
+    clipper.recording = False
+    loss_sum = (w * F.cross_entropy(logits, y, reduction="none")).sum()
+    got, got_norms = clipper.clipped_sums(loss_sum, b)
+    clipper.remove()
+    assert calls == [3]  # only the Linear on 3-D inputs goes through Opacus's sampler
+    torch.testing.assert_close(got_norms.double(), norms, rtol=1e-5, atol=1e-9)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert len(got) == len(names)
+    for name, grad_sum in zip(names, got):
+        if name.startswith("unused."):
+            assert torch.equal(grad_sum, torch.zeros_like(grad_sum)), name
+        else:
+            torch.testing.assert_close(grad_sum.double(), want[name], rtol=2e-5, atol=1e-10, msg=name)
+
+
+def test_clipper_records_only_while_recording_and_survives_discard_and_remove():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(D, 4), nn.ReLU(), nn.Linear(4, C))
+    x, y = torch.randn(6, D), torch.randint(0, C, (6,))
+    clipper = PerSampleClipper(model, 1.0)
+    model(x)  # e.g. an evaluation between steps: nothing recorded
+    assert clipper._records == []
+    clipper.recording = True
+    model(x)
+    clipper.discard()  # an empty Poisson batch forgets the forward; the next step records afresh
+    logits = model(x)
+    clipper.recording = False
+    sums, norms = clipper.clipped_sums(F.cross_entropy(logits, y, reduction="sum"), 6)
+    assert len(sums) == 4 and norms.shape == (6,) and bool((norms > 0).all())
+    clipper.remove()
+    clipper.remove()  # idempotent
+    clipper.recording = True
+    model(x)
+    assert clipper._records == []
+
+
+def test_a_clipper_with_nothing_trainable_returns_no_sums():
+    model = nn.Linear(D, C)
+    model.requires_grad_(False)
+    clipper = PerSampleClipper(model, 1.0)
+    assert clipper.params == []
+    x = torch.randn(5, D, requires_grad=True)
+    clipper.recording = True
+    loss = model(x).sum()
+    clipper.recording = False
+    sums, norms = clipper.clipped_sums(loss, 5)
+    assert sums == [] and torch.equal(norms, torch.zeros(5))
+
+
+def test_layers_called_twice_or_modified_in_place_are_refused_by_type_name():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(C, C)
+
+        def forward(self, x):
+            return self.fc(self.fc(x))
+
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(C, C)
+
+        def forward(self, x):
+            return self.fc(x).mul_(2.0)
+
+    for model, message in (
+        (Twice(), "dpsgd: Linear layer is called more than once in one forward; per-sample clipping needs every "
+                  "trainable layer called once (use separate layers)"),
+        (InPlace(), "dpsgd: the input or output of a Linear layer is modified in place during the forward; "
+                    "per-sample gradients need it intact (use inplace=False)"),
+    ):
+        clipper = PerSampleClipper(model, 1.0)
+        clipper.recording = True
+        loss = model(torch.randn(4, C)).sum()
+        with pytest.raises(ValueError) as info:
+            clipper.clipped_sums(loss, 4)
+        assert str(info.value) == message
+
+
+def test_frozen_norm_module_passes_keywords_and_keeps_norms_in_eval():
+    class Kw(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = nn.BatchNorm1d(3)
+
+        def forward(self, x, *, scale=1.0):
+            return self.bn(x) * scale
+
+    inner = Kw()
+    wrapped = FrozenNormModule(inner, [inner.bn])
+    assert wrapped.train() is wrapped
+    assert wrapped.training is True and inner.training is True and inner.bn.training is False
+    wrapped.train(False)
+    assert wrapped.training is False and inner.training is False
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(wrapped(x, scale=3.0), 3.0 * inner(x))
+    # freeze_batchnorm freezes exactly the BatchNorm's own parameters
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    frozen = freeze_batchnorm(model)
+    assert [len(params) for _, params in frozen] == [2]
+    assert [p.requires_grad for p in model.parameters()] == [True, True, False, False]
