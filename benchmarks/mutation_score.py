@@ -62,7 +62,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
         "mutate": ["src/wemem/ml/attacks/signals.py", "src/wemem/ml/attacks/base.py",
                    "src/wemem/ml/attacks/selection.py", "src/wemem/ml/attacks/runner.py"],
         "tests": ["tests/ml/test_attacks.py", "tests/ml/test_attacks_audit.py", "tests/ml/test_attack_known_answers.py",
-                  "tests/ml/test_attacks_registry.py"],
+                  "tests/ml/test_attacks_registry.py", "tests/ml/test_attack_glue_exact.py"],
         "pytest_args": ["-k", "not ten_attacks and not chance_when_membership"],
     },
     "attacks_model": {

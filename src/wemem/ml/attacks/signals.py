@@ -63,7 +63,10 @@ def _true_and_rest(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
     others = z.copy()
     np.put_along_axis(others, idx, -np.inf, axis=-1)
     m = z.max(axis=-1)
-    rest = m + np.log(np.exp(others - m[..., None]).sum(axis=-1))
+    # the other classes get their own maximum: shifted by the true class's logit they would
+    # underflow to log(0) once z_y leads them by more than ~745
+    m_rest = others.max(axis=-1)
+    rest = m_rest + np.log(np.exp(others - m_rest[..., None]).sum(axis=-1))
     total = m + np.log(np.exp(z - m[..., None]).sum(axis=-1))
     return zy, rest, total
 
