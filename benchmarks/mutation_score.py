@@ -68,7 +68,7 @@ GROUPS: dict[str, dict[str, list[str]]] = {
     "attacks_model": {
         "mutate": ["src/wemem/ml/attacks/classifier.py", "src/wemem/ml/attacks/calibrated.py"],
         "tests": ["tests/ml/test_attacks.py", "tests/ml/test_attack_known_answers.py",
-                  "tests/ml/test_attacks_registry.py"],
+                  "tests/ml/test_attacks_registry.py", "tests/ml/test_attack_model_glue.py"],
     },
     "defenses": {
         "mutate": ["src/wemem/ml/defenses/*.py"],
@@ -361,10 +361,12 @@ def main() -> None:
                 raise SystemExit(f"{name}: {changed} changed since {since}; run the whole group")
         if args.sample is not None and (args.sample < 1 or previous or args.from_dir):
             raise SystemExit("--sample takes a positive count and a fresh run (not --from-dir or --survivors-of-last-run)")
+        # the commit the copy is made from (taken before the run: commits made while it runs are not in it)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True, capture_output=True,
+                              check=True).stdout.strip()
         g = run_group(name, GROUPS[name], args.max_children, args.keep, args.from_dir, args.rerun_survivors, previous,
                       sample=args.sample, seed=args.seed)
-        g["source_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, text=True, capture_output=True,
-                                            check=True).stdout.strip()
+        g["source_commit"] = head
         if previous:
             g["survivors_of_last_run"] = {"earlier_seconds": previous["seconds"], "earlier_ran": previous["ran"]}
         print(f"[{name}] {g['killed']}/{g['mutants']} killed, score {g['score']}, {g['seconds']} s", flush=True)

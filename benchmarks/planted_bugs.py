@@ -21,7 +21,7 @@ DEFENSE_TESTS = ["tests/ml/test_defense_mechanisms.py", "tests/ml/test_defenses.
                  "tests/ml/test_dpsgd_layers.py"]
 ATTACK_TESTS = ["tests/ml/test_attacks.py", "tests/ml/test_attacks_threshold.py", "tests/ml/test_attacks_audit.py",
                 "tests/ml/test_attacks_registry.py", "tests/ml/test_properties.py",
-                "tests/ml/test_attack_known_answers.py", "tests/ml/test_attack_glue_exact.py"]
+                "tests/ml/test_attack_known_answers.py", "tests/ml/test_attack_glue_exact.py", "tests/ml/test_attack_model_glue.py"]
 SLOW = ["tests/ml/test_attacks.py::test_library_does_not_import_kedro",
         "tests/ml/test_attacks_registry.py::test_evaluation_library_does_not_import_kedro"]
 

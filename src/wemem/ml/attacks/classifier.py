@@ -241,7 +241,7 @@ def subsample(out: ModelOutputs, max_rows: int | None, seed: int) -> ModelOutput
         return out
     keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_rows])
     sens = None if out.sensitivity is None else out.sensitivity[keep]
-    return ModelOutputs(probs=out.probs[keep], labels=out.labels[keep], member=out.member[keep], sensitivity=sens)
+    return ModelOutputs(logits=out.logits[keep], labels=out.labels[keep], member=out.member[keep], sensitivity=sens)
 
 
 def classifier_attack(
