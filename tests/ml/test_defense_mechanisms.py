@@ -694,3 +694,20 @@ def test_prune_and_finetune_reads_epsilon_from_a_single_iteration():
                                 train=train, dev=dev, cfg=_cfg(epochs=1, batch_size=20))
     summary = rec["iterations"][0]["summary"]
     assert rec["epsilon"] == summary["epsilon"] > 0 and rec["delta"] == summary["delta"]
+
+
+def test_defaults_of_base_and_of_the_fine_tuning_config():
+    from wemem.ml.defenses import LAMBDA_G, finetune_config
+
+    assert Base().lambda_g == LAMBDA_G == 5e-4 and Base().settings() == {"lambda_g": 5e-4}
+    cfg = finetune_config()
+    assert (cfg.epochs, cfg.patience, cfg.lr, cfg.weight_decay, cfg.desc) == (21, 6, 1e-3, LAMBDA_G, "finetune")
+    assert finetune_config(lr=0.5, epochs=2).lr == 0.5
+
+
+def test_score_based_defenses_name_themselves_when_scores_are_missing():
+    for cls, settings in ((RMR, RMR.Settings(tau=0.5)), (SWMR, SWMR.Settings(w=2, s=1, tau=0.5))):
+        with pytest.raises(ValueError) as info:
+            cls(settings, scores=None, labels=np.array([0, 1]))
+        assert str(info.value) == (f"{cls.name} needs the memorisation scores and labels of the model's training "
+                                   f"set (got scores=None, labels=given)")

@@ -225,3 +225,74 @@ def test_pruned_weights_stay_exactly_zero_under_dp_training(data):
             assert bool((module.weight[~masks[name]] == 0).all()), name
             kept = masks[name]
             assert not torch.equal(module.weight[kept], before[name][kept]), f"{name} did not train"
+
+
+# ------------------------------------------------------------------ the noise itself, bind's arithmetic, lifecycle
+def test_noise_is_drawn_from_the_state_generator_seeded_seed_plus_7919(data):
+    # an empty batch's gradient is exactly σ·C·z / (q·n) with z ~ N(0, I) from a generator seeded
+    # cfg.seed + 7919, whatever torch's global generator holds. Catches: the global generator,
+    # another seed, the noise subtracted, a fresh generator per strategy.
+    train, _ = data
+    sigma, clip, seed = 1.5, 0.7, 3
+    grads = []
+    for global_seed in (0, 99):
+        torch.manual_seed(global_seed)
+        state = DefenseState()
+        st, module = bound(fc_model(), train, {"sigma": sigma, "clip": clip}, cfg=dp_cfg(seed=seed), state=state)
+        empty = torch.arange(0)
+        loss = st.train_step(module, train[0][empty], train[1][empty], empty, 0)
+        assert torch.is_tensor(loss) and float(loss) == 0.0  # the step's loss on no samples
+        grads.append(torch.cat([p.grad.reshape(-1) for p in st.clipper.params]))
+        st.close()
+    z = torch.randn(grads[0].numel(), generator=torch.Generator().manual_seed(seed + 7919))
+    torch.testing.assert_close(grads[0], z * sigma * clip / 60, rtol=1e-6, atol=0)
+    assert torch.equal(grads[0], grads[1])
+    # one generator per model: the second strategy on the same state continues its stream
+    st2, module2 = bound(fc_model(), train, {"sigma": sigma, "clip": clip}, cfg=dp_cfg(seed=seed), state=state)
+    st2.train_step(module2, train[0][empty], train[1][empty], empty, 0)
+    second = torch.cat([p.grad.reshape(-1) for p in st2.clipper.params])
+    st2.close()
+    gen = torch.Generator().manual_seed(seed + 7919)
+    torch.randn(z.numel(), generator=gen)
+    torch.testing.assert_close(second, torch.randn(z.numel(), generator=gen) * sigma * clip / 60, rtol=1e-6, atol=0)
+
+
+def test_bind_arithmetic_for_batches_at_and_above_n(data):
+    train, _ = data
+    x, y = train[0][:50], train[1][:50]
+    st, _ = bound(fc_model(), (x, y), {"sigma": 1.0}, cfg=dp_cfg(batch_size=50))
+    assert (st.sample_rate, st.expected_batch, st.steps_per_epoch) == (1.0, 50.0, 1)
+    st.close()
+    st, _ = bound(fc_model(), (x, y), {"sigma": 1.0}, cfg=dp_cfg(batch_size=80))
+    assert (st.sample_rate, st.expected_batch, st.steps_per_epoch) == (1.0, 50.0, 1)
+    st.close()
+
+
+def test_delta_of_exactly_one_over_n_is_refused_word_for_word(data):
+    train, _ = data
+    x, y = train[0][:100], train[1][:100]
+    with pytest.raises(ValueError) as info:
+        bound(fc_model(), (x, y), {"delta": 0.01})
+    assert str(info.value) == (
+        "dpsgd: delta=0.01 is not below 1/n = 0.01 (n = 100 training samples); a delta of 1/n or more allows "
+        "releasing a whole sample. Set the dpsgd variant's delta well below 0.01, e.g. 1e-5")
+
+
+def test_an_unbound_dpsgd_measures_nothing_and_closes_cleanly():
+    st = DPSGD(DPSGD.Settings())
+    st.close()
+    assert st.measurements() == {} and st.epsilon() == 0.0
+    assert DPSGD(DPSGD.Settings(sigma=0.0)).epsilon() == 0.0  # nothing accounted yet: 0, not ∞
+
+
+def test_a_failed_bind_restores_batchnorm(data):
+    # the clipper refuses a PReLU; BatchNorm must be trainable and in training mode again
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(12, 6), nn.BatchNorm1d(6), nn.PReLU(), nn.Linear(6, 3))
+    model.prunable = ("0", "3")
+    model.train()
+    with pytest.raises(ValueError, match="PReLU"):
+        bound(model, data[0], {"sigma": 1.0})
+    assert model[1].training is True
+    assert model[1].weight.requires_grad and model[1].bias.requires_grad
