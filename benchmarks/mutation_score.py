@@ -287,6 +287,21 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             shutil.rmtree(where, ignore_errors=True)
 
 
+def rejudge(group: dict) -> dict:
+    """``group`` (a recorded result) with its survivors' notes read again from
+    ``mutation_equivalent.json`` and its equivalent count and score recomputed (nothing runs)."""
+    equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    for s in group["survivors"]:
+        s["equivalent"] = equivalent.get(s["mutant"])
+    c = group["counts"]
+    group["equivalent"] = sum(1 for s in group["survivors"] if s["equivalent"] and "harmless" not in s["equivalent"])
+    scored = group["mutants"] - group["equivalent"] - c.get("skipped", 0) - c.get("not checked", 0)
+    group["score"] = round(group["killed"] / scored, 4) if scored else None
+    if group.get("sample"):
+        group["sample"]["score_ci95"] = wilson(group["killed"], scored) if scored else None
+    return group
+
+
 def markdown(report: dict) -> str:
     lines = ["# Mutation score (mutmut 3, `benchmarks/mutation_score.py`)", "",
              "Score = killed (timeouts included) / (mutants − survivors judged equivalent); survivors judged "
@@ -327,6 +342,9 @@ def main() -> None:
     ap.add_argument("--from-dir", type=Path, help="only read the results of a kept copy (one group)")
     ap.add_argument("--rerun-survivors", action="store_true",
                     help="with --from-dir: copy the current tests in and run the copy's survivors (and unchecked mutants) again")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="run nothing: read benchmarks/mutation_equivalent.json again for the groups' recorded survivors "
+                         "and recompute their scores")
     ap.add_argument("--sample", type=int, help="test a seeded uniform sample of this many mutants per group")
     ap.add_argument("--seed", type=int, default=0, help="seed of --sample")
     ap.add_argument("--since", help="with --survivors-of-last-run: the commit of a last run that recorded none")
@@ -347,6 +365,14 @@ def main() -> None:
     except ImportError:
         raise SystemExit('mutmut is not installed: pip install -e ".[mutation]"') from None
     out = RESULTS / "mutation_score.json"
+    if args.rejudge:
+        report = json.loads(out.read_text())
+        for name in names:
+            if name in report["groups"]:
+                write(name, rejudge(report["groups"][name]), out)
+                g = report["groups"][name]
+                print(f"[{name}] {g['killed']}/{g['mutants']} killed, {g['equivalent']} equivalent, score {g['score']}")
+        return
     for name in names:
         print(f"[{name}] mutating {', '.join(GROUPS[name]['mutate'])}", flush=True)
         previous = None

@@ -54,3 +54,15 @@ def test_total_leaves_sampled_groups_out(tmp_path, monkeypatch):
     assert report["total"]["sampled_groups_left_out"] == ["attacks_model"]
     md = out.with_suffix(".md").read_text()
     assert "attacks_model (sample of 4 of 40, 95% CI" in md and "(full runs; sampled groups left out)" in md
+
+
+def test_rejudge_reads_the_notes_again_and_counts_only_equivalent_ones(tmp_path, monkeypatch):
+    notes = tmp_path / "equivalent.json"
+    notes.write_text(json.dumps({"m.a": "x is y; equivalent", "m.b": "harmless: a log line"}))
+    monkeypatch.setattr(ms, "EQUIVALENT", notes)
+    group = {"counts": {"killed": 7, "survived": 3}, "mutants": 10, "killed": 7, "equivalent": 0, "score": 0.7,
+             "survivors": [{"mutant": "m.a", "equivalent": None}, {"mutant": "m.b", "equivalent": None},
+                           {"mutant": "m.c", "equivalent": None}]}
+    out = ms.rejudge(group)
+    assert [s["equivalent"] for s in out["survivors"]] == ["x is y; equivalent", "harmless: a log line", None]
+    assert out["equivalent"] == 1 and out["score"] == round(7 / 9, 4)  # a harmless survivor still counts against
