@@ -246,7 +246,8 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
                 mutmut(where, "run", "--max-children", str(max_children), *names, log=log)
         statuses = read_results(where)
         if population is not None:  # only the sample is scored
-            statuses = {k: v for k, v in statuses.items() if k in set(names)}
+            sampled = set(names)
+            statuses = {k: v for k, v in statuses.items() if k in sampled}
         if previous:  # a survivors-only copy (fresh, or kept and read again with --from-dir)
             again = {s["mutant"] for s in previous["survivors"]}
             statuses = {k: (v if k in again else "killed") for k, v in statuses.items()}
@@ -263,23 +264,17 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
         for status in statuses.values():
             counts[status] = counts.get(status, 0) + 1
         killed = counts.get("killed", 0) + counts.get("timeout", 0)
-        # a note that calls the mutant harmless (not equivalent) keeps it counted as a survivor
-        n_equivalent = sum(1 for s in survivors if s["equivalent"] and "harmless" not in s["equivalent"])
-        # a run stopped part-way leaves mutants "not checked": they are not scored
-        scored = len(statuses) - n_equivalent - counts.get("skipped", 0) - counts.get("not checked", 0)
         result = {
             "files": group["mutate"], "tests": group["tests"], "counts": counts, "mutants": len(statuses),
-            "killed": killed, "equivalent": n_equivalent,
-            "score": round(killed / scored, 4) if scored else None,
+            "killed": killed,
             "raw_score": round(killed / len(statuses), 4) if statuses else None,
             "seconds": round((where / "mutmut.log").stat().st_mtime - (where / "pyproject.toml").stat().st_mtime, 1)
             if existing is not None else round(time.perf_counter() - start, 1),
             "ran": dt.date.today().isoformat(), "survivors": survivors,
         }
         if population is not None:
-            result["sample"] = {"n": len(statuses), "population": population, "seed": seed,
-                                "score_ci95": wilson(killed, scored) if scored else None}
-        return result
+            result["sample"] = {"n": len(statuses), "population": population, "seed": seed}
+        return score(result)
     finally:
         if keep or existing is not None:
             print(f"kept {where}")
@@ -287,19 +282,27 @@ def run_group(name: str, group: dict[str, list[str]], max_children: int, keep: b
             shutil.rmtree(where, ignore_errors=True)
 
 
-def rejudge(group: dict) -> dict:
-    """``group`` (a recorded result) with its survivors' notes read again from
-    ``mutation_equivalent.json`` and its equivalent count and score recomputed (nothing runs)."""
-    equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
-    for s in group["survivors"]:
-        s["equivalent"] = equivalent.get(s["mutant"])
+def score(group: dict) -> dict:
+    """Sets ``group``'s equivalent count, score and (for a sample) its 95% interval from its
+    survivors' notes, counts and kills; returns it."""
     c = group["counts"]
+    # a note that calls the mutant harmless (not equivalent) keeps it counted as a survivor
     group["equivalent"] = sum(1 for s in group["survivors"] if s["equivalent"] and "harmless" not in s["equivalent"])
+    # a run stopped part-way leaves mutants "not checked": they are not scored
     scored = group["mutants"] - group["equivalent"] - c.get("skipped", 0) - c.get("not checked", 0)
     group["score"] = round(group["killed"] / scored, 4) if scored else None
     if group.get("sample"):
         group["sample"]["score_ci95"] = wilson(group["killed"], scored) if scored else None
     return group
+
+
+def rejudge(group: dict) -> dict:
+    """``group`` (a recorded result) with its survivors' notes read again from
+    ``mutation_equivalent.json`` and its score recomputed (nothing runs)."""
+    equivalent = json.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    for s in group["survivors"]:
+        s["equivalent"] = equivalent.get(s["mutant"])
+    return score(group)
 
 
 def markdown(report: dict) -> str:

@@ -120,10 +120,8 @@ def paired_deltas(rows: pd.DataFrame, reference: str = "base", metrics: Sequence
     metrics = [m for m in metrics if m in ok.columns]
     ref = ok[ok["defense"] == reference][[*group, seed_column, *metrics]]
     other = ok[ok["defense"] != reference]
-    if ref.empty or other.empty:
-        return pd.DataFrame(columns=[*keys, "n_pairs"])
     pairs = other.merge(ref, on=[*group, seed_column], suffixes=("", "__ref"))
-    if pairs.empty:  # no combination shares a pruning setting with the reference (e.g. it failed)
+    if pairs.empty:  # no reference, nothing else, or nothing sharing a pruning setting with it (e.g. it failed)
         return pd.DataFrame(columns=[*keys, "n_pairs"])
     pairs[seed_column] = pairs[seed_column].fillna(-1)  # a run without repeats: one pair per row
     diffs = pairs[[*keys, seed_column]].assign(**{
