@@ -49,6 +49,9 @@ def test_logit_confidence_and_log_prob_by_logsumexp_by_hand_for_extreme_rows_and
         assert conf[i] == pytest.approx(z[i, y] - _logsumexp(rest), rel=1e-12, abs=1e-12)
         assert logp[i] == pytest.approx(z[i, y] - _logsumexp(list(z[i])), rel=1e-12, abs=1e-12)
     assert conf.dtype == np.float64 and np.isfinite(conf).all()
+    # a single class: nothing else to compare with, the confidence is +inf (not NaN)
+    one = logit_confidence(np.array([[2.0], [-1.0]]), np.array([0, 0]))
+    assert one.tolist() == [math.inf, math.inf]
     # leading model axes broadcast against (n,) labels
     z3 = np.stack([z, z - 1.0])
     np.testing.assert_allclose(logit_confidence(z3, labels)[1], conf, rtol=1e-12)

@@ -66,7 +66,9 @@ def _true_and_rest(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, 
     # the other classes get their own maximum: shifted by the true class's logit they would
     # underflow to log(0) once z_y leads them by more than ~745
     m_rest = others.max(axis=-1)
-    rest = m_rest + np.log(np.exp(others - m_rest[..., None]).sum(axis=-1))
+    m_rest = np.where(np.isfinite(m_rest), m_rest, 0.0)  # no other class (C = 1): rest = log 0 = −inf
+    with np.errstate(divide="ignore"):
+        rest = m_rest + np.log(np.exp(others - m_rest[..., None]).sum(axis=-1))
     total = m + np.log(np.exp(z - m[..., None]).sum(axis=-1))
     return zy, rest, total
 
