@@ -18,7 +18,7 @@ from wemem.ml.models import build_model
 from wemem.ml.pruning import prune_step
 from wemem.ml.train import fit
 
-from .dp_helpers import C, D, dp_cfg, fc_model, make_data
+from .dp_helpers import C, D, dp_cfg, fc_model, make_data, per_sample_grads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -222,16 +222,11 @@ class _EdgeNet(nn.Module):
 
 
 def _weighted_per_sample(model, x, y, w):
-    """Independent per-sample gradients of w_i · CE_i by torch.func, in float64."""
-    from torch.func import functional_call, grad, vmap
-
-    ref = copy.deepcopy(model).double()
-    params = {k: v.detach() for k, v in ref.named_parameters() if v.requires_grad}
-
-    def loss_one(p, xi, yi, wi):
-        return wi * F.cross_entropy(functional_call(ref, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
-
-    return vmap(grad(loss_one), in_dims=(None, 0, 0, 0))(params, x.double(), y, w.double())
+    """Independent per-sample gradients of w_i · CE_i in float64: torch.func's (the shared
+    helper's) on a float64 copy, each sample's scaled by its weight."""
+    per = per_sample_grads(copy.deepcopy(model).double(), x.double(), y)
+    w = w.double()
+    return {k: v * w.view(-1, *([1] * (v.dim() - 1))) for k, v in per.items()}
 
 
 def test_clipped_sums_equal_torch_func_for_unused_bias_free_and_3d_layers_with_unclipped_samples(monkeypatch):
